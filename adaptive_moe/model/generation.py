@@ -1,0 +1,289 @@
+"""Batched generation that returns, from ONE ``generate`` pass per batch, every signal the router needs:
+text, token ids, chosen-token log-probs, per-step entropies and the prompt's final hidden state.
+
+Log-probs and entropies come from the *raw* logits (``output_logits=True``): in transformers v5
+``output_scores`` are the processed scores (-inf outside top-p / top-k), which would make entropies
+and log-probs depend on the sampling settings rather than on the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Union
+
+import torch
+
+from ..config import GenerationConfig
+from ..errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from .loading import BaseModel
+
+logger = logging.getLogger(__name__)
+
+Message = dict[str, str]
+Prompt = Union[str, list[Message]]  # noqa: UP007 - a runtime alias used in annotations on 3.10+
+_ROLES = ("system", "user", "assistant")
+
+
+@dataclass
+class GenerationSignals:
+    """What one generation pass yields for one prompt.
+
+    Attributes:
+        prompt: the prompt as given (a string or a list of chat messages).
+        text: the generated answer, special tokens and any stop string removed.
+        token_ids: generated token ids, without the end-of-sequence token.
+        token_logprobs: ``(n,)`` float32, log-probability of each chosen token under the raw model.
+        token_entropies: ``(n,)`` float32, entropy (nats) of the model's next-token distribution at each step.
+        prompt_hidden: ``(hidden,)`` float32, last layer's (normalised) hidden state at the prompt's final
+            token: the state from which the first answer token is predicted.
+        prompt_hidden_mean: ``(hidden,)`` float32, the same layer mean-pooled over the prompt's tokens.
+        finish_reason: ``"eos"``, ``"stop"`` (a stop string) or ``"length"`` (max_new_tokens reached).
+        prompt_tokens: prompt length in tokens after templating (and truncation).
+        truncated: the prompt was cut from the left to fit the context.
+    """
+
+    prompt: Prompt
+    text: str
+    token_ids: list[int]
+    token_logprobs: torch.Tensor
+    token_entropies: torch.Tensor
+    prompt_hidden: torch.Tensor
+    prompt_hidden_mean: torch.Tensor
+    finish_reason: str
+    prompt_tokens: int
+    truncated: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    def to_dict(self, hidden: bool = False) -> dict[str, Any]:
+        """JSON-friendly dict; hidden states are included only when ``hidden``."""
+        out = {
+            "prompt": self.prompt,
+            "text": self.text,
+            "token_ids": list(self.token_ids),
+            "token_logprobs": self.token_logprobs.tolist(),
+            "token_entropies": self.token_entropies.tolist(),
+            "finish_reason": self.finish_reason,
+            "prompt_tokens": self.prompt_tokens,
+            "truncated": self.truncated,
+        }
+        if hidden:
+            out["prompt_hidden"] = self.prompt_hidden.tolist()
+            out["prompt_hidden_mean"] = self.prompt_hidden_mean.tolist()
+        return out
+
+
+# -- prompts --------------------------------------------------------------------------------------
+def normalize_prompts(prompts: Any) -> list[Prompt]:
+    """A string, one chat conversation, or a list of either -> a non-empty list of validated prompts."""
+    if isinstance(prompts, str) or _is_conversation(prompts):
+        prompts = [prompts]
+    if not isinstance(prompts, Sequence) or isinstance(prompts, (bytes, bytearray)):
+        raise InvalidInputError(
+            f"prompts must be a string, a chat conversation or a list of those; got {type(prompts).__name__}"
+        )
+    if len(prompts) == 0:
+        raise InvalidInputError("prompts is empty; give at least one prompt")
+    return [_check_prompt(p, i) for i, p in enumerate(prompts)]
+
+
+def _is_conversation(obj: Any) -> bool:
+    return isinstance(obj, (list, tuple)) and len(obj) > 0 and all(isinstance(m, dict) for m in obj)
+
+
+def _check_prompt(prompt: Any, index: int) -> Prompt:
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise InvalidInputError(f"prompt {index} is empty or whitespace; give some text")
+        return prompt
+    if _is_conversation(prompt):
+        for j, message in enumerate(prompt):
+            role, content = message.get("role"), message.get("content")
+            if role not in _ROLES:
+                raise InvalidInputError(
+                    f"prompt {index}, message {j}: role {role!r} is not allowed; allowed: {', '.join(_ROLES)}"
+                )
+            if not isinstance(content, str) or not content.strip():
+                raise InvalidInputError(f"prompt {index}, message {j}: content must be non-empty text")
+        if prompt[-1]["role"] == "assistant":
+            raise InvalidInputError(f"prompt {index}: the last message is the assistant's; end with a user message")
+        return [dict(m) for m in prompt]
+    raise InvalidInputError(
+        f"prompt {index} has type {type(prompt).__name__}; allowed: a string or a list of "
+        "{'role': ..., 'content': ...} messages"
+    )
+
+
+def render_prompt(base: BaseModel, prompt: Prompt, generation: GenerationConfig) -> str:
+    """The prompt as the model sees it: through the chat template when the model has one."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    if generation.system_prompt and messages[0]["role"] != "system":
+        messages = [{"role": "system", "content": generation.system_prompt}, *messages]
+    if generation.use_chat_template and base.has_chat_template:
+        return base.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if isinstance(prompt, str) and not generation.system_prompt:
+        return prompt
+    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+    return "\n".join(lines) + "\nAssistant:"
+
+
+def encode_prompts(
+    base: BaseModel, prompts: list[Prompt], generation: GenerationConfig
+) -> tuple[dict[str, torch.Tensor], list[bool]]:
+    """Tokenize, truncate from the left per config, and left-pad into one batch."""
+    tok = base.tokenizer
+    limit = base.config.max_input_tokens
+    if limit is None and base.context_length is not None:
+        limit = base.context_length - generation.max_new_tokens
+        if limit <= 0:
+            raise InvalidInputError(
+                f"generation.max_new_tokens={generation.max_new_tokens} leaves no room for a prompt in the "
+                f"model's context of {base.context_length} tokens; allowed: fewer than {base.context_length}"
+            )
+    templated = generation.use_chat_template and base.has_chat_template
+    rows, truncated = [], []
+    for i, prompt in enumerate(prompts):
+        ids = tok(render_prompt(base, prompt, generation), add_special_tokens=not templated)["input_ids"]
+        cut = limit is not None and len(ids) > limit
+        if cut:
+            if base.config.truncation == "error":
+                raise InvalidInputError(
+                    f"prompt {i} is {len(ids)} tokens; the limit is {limit} (model.max_input_tokens or the "
+                    "context minus max_new_tokens); shorten it or set model.truncation: left"
+                )
+            logger.warning("prompt %d is %d tokens; keeping its last %d (model.truncation=left)", i, len(ids), limit)
+            ids = ids[-limit:]
+        rows.append(ids)
+        truncated.append(cut)
+    batch = tok.pad({"input_ids": rows}, padding=True, return_tensors="pt", padding_side="left")
+    return {k: v.to(base.device) for k, v in batch.items()}, truncated
+
+
+# -- generation -----------------------------------------------------------------------------------
+def build_generate_kwargs(base: BaseModel, generation: GenerationConfig) -> dict[str, Any]:
+    """Keyword arguments for ``model.generate`` from our config (ours override the model's defaults)."""
+    gen = base.model.generation_config
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": generation.max_new_tokens,
+        "do_sample": generation.do_sample,
+        "pad_token_id": base.tokenizer.pad_token_id,
+        "eos_token_id": gen.eos_token_id,
+        "repetition_penalty": generation.repetition_penalty,
+    }
+    if generation.do_sample:
+        kwargs.update(temperature=generation.temperature, top_p=generation.top_p, top_k=generation.top_k)
+    else:  # greedy: neutralise sampling defaults a model's generation_config may carry
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    if generation.stop:
+        kwargs.update(stop_strings=list(generation.stop), tokenizer=base.tokenizer)
+    return kwargs
+
+
+@contextlib.contextmanager
+def capture_prompt_states(model):
+    """Capture the decoder's last hidden states during the prefill forward (the first call only).
+
+    Hooks the decoder stack (``model.get_decoder()``), whose output is the final, normalised hidden
+    state of every prompt position: ``captured["states"]`` is ``(batch, prompt_len, hidden)``.
+    """
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook(_module, _args, output):
+        if "states" not in captured:
+            states = output[0] if isinstance(output, tuple) else output.last_hidden_state
+            captured["states"] = states.detach()
+
+    handle = decoder.register_forward_hook(hook)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def _seeded(seed: int | None, device: torch.device):
+    if seed is None:
+        return contextlib.nullcontext()
+    devices = [device] if device.type == "cuda" else []
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.random.fork_rng(devices=devices))
+    torch.manual_seed(seed)
+    return stack
+
+
+def generate_with_signals(
+    base: BaseModel, prompts: Any, generation: GenerationConfig | None = None, **overrides: Any
+) -> list[GenerationSignals]:
+    """See :meth:`BaseModel.generate_with_signals`."""
+    generation = generation or GenerationConfig()
+    if overrides:
+        generation = GenerationConfig.from_dict({**generation.to_dict(), **overrides})
+    else:
+        generation.validate()
+    items = normalize_prompts(prompts)
+    out: list[GenerationSignals] = []
+    for start in range(0, len(items), generation.batch_size):
+        out.extend(_generate_batch(base, items[start : start + generation.batch_size], generation))
+    return out
+
+
+@torch.inference_mode()
+def _generate_batch(base: BaseModel, prompts: list[Prompt], generation: GenerationConfig) -> list[GenerationSignals]:
+    batch, truncated = encode_prompts(base, prompts, generation)
+    kwargs = build_generate_kwargs(base, generation)
+    with capture_prompt_states(base.model) as captured, _seeded(generation.seed, base.device):
+        result = base.model.generate(**batch, **kwargs, return_dict_in_generate=True, output_logits=True)
+
+    prompt_len = batch["input_ids"].shape[1]
+    new_tokens = result.sequences[:, prompt_len:]  # (B, N)
+    logits = torch.stack(result.logits, dim=0) if result.logits else None  # (N, B, V)
+    states = captured["states"]  # (B, P, H)
+    mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)  # (B, P, 1)
+    hidden_last = states[:, -1, :].float().cpu()  # left padding: the last position is real
+    hidden_mean = ((states * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu()
+
+    eos = kwargs["eos_token_id"]
+    eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    signals = []
+    for row, prompt in enumerate(prompts):
+        ids = new_tokens[row].tolist()
+        n, reason = len(ids), "length"
+        for t, tok_id in enumerate(ids):
+            if tok_id in eos_ids:
+                n, reason = t, "eos"
+                break
+        ids = ids[:n]
+        if logits is not None and n:
+            logp = torch.log_softmax(logits[:n, row, :].float(), dim=-1)  # (n, V)
+            chosen = logp.gather(-1, torch.tensor(ids, device=logp.device).unsqueeze(-1)).squeeze(-1)
+            entropy = -(logp.exp() * logp).sum(-1)
+        else:
+            chosen = entropy = torch.zeros(0)
+        text = base.tokenizer.decode(ids, skip_special_tokens=True)
+        if generation.stop:
+            cut = min((i for s in generation.stop if (i := text.find(s)) >= 0), default=-1)
+            if cut >= 0:
+                text, reason = text[:cut], "stop"
+        signals.append(
+            GenerationSignals(
+                prompt=prompt,
+                text=text.strip(),
+                token_ids=ids,
+                token_logprobs=chosen.float().cpu(),
+                token_entropies=entropy.float().cpu(),
+                prompt_hidden=hidden_last[row],
+                prompt_hidden_mean=hidden_mean[row],
+                finish_reason=reason,
+                prompt_tokens=int(batch["attention_mask"][row].sum()),
+                truncated=truncated[row],
+            )
+        )
+    return signals

@@ -1,0 +1,85 @@
+"""Tiny, randomly initialised models for fast tests (here and in code that extends adaptive_moe).
+
+``make_tiny_model(folder, arch="llama")`` writes a complete Hugging Face model folder (safetensors
+weights, config, a byte-level BPE tokenizer trained on a few sentences, and a ChatML chat template)
+in well under a second, with no download.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+_CORPUS = [
+    "What is the capital of France? The capital of France is Paris.",
+    "Who wrote Hamlet? William Shakespeare wrote Hamlet.",
+    "The quick brown fox jumps over the lazy dog. 0 1 2 3 4 5 6 7 8 9 + - = ?",
+    "Ada Lovelace was born in London and worked on the Analytical Engine.",
+    "system user assistant: you are a helpful assistant.",
+]
+ARCHITECTURES = ("llama", "gpt2")
+
+
+def make_tiny_tokenizer(chat_template: bool = True, vocab_size: int = 400):
+    """A byte-level BPE tokenizer (any text encodes) with ChatML special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|im_end|>" if chat_template else "<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+    if chat_template:
+        wrapped.chat_template = CHATML_TEMPLATE
+    return wrapped
+
+
+def make_tiny_model(folder: str | Path, arch: str = "llama", chat_template: bool = True, seed: int = 0) -> Path:
+    """Write a tiny random causal LM of architecture ``arch`` (``llama`` or ``gpt2``) to ``folder``."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    folder = Path(folder)
+    tokenizer = make_tiny_tokenizer(chat_template=chat_template)
+    vocab = len(tokenizer)
+    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
+    torch.manual_seed(seed)
+    if arch == "llama":
+        config = LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            tie_word_embeddings=True,
+            **ids,
+        )
+        model = LlamaForCausalLM(config)
+    elif arch == "gpt2":
+        config = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=128, **ids)
+        model = GPT2LMHeadModel(config)
+    else:
+        raise ValueError(f"unknown tiny architecture {arch!r}; allowed: {', '.join(ARCHITECTURES)}")
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.eos_token_id
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
