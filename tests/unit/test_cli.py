@@ -1,0 +1,50 @@
+import json
+
+import pytest
+import yaml
+
+from adaptive_moe import cli
+
+
+def _config(tmp_path, model_dir):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump({"model": {"name_or_path": str(model_dir)}, "generation": {"max_new_tokens": 3}}))
+    return str(path)
+
+
+def test_generate_json(tmp_path, tiny_llama_dir, capsys):
+    rc = cli.main(["generate", "--config", _config(tmp_path, tiny_llama_dir), "--json", "hello", "Who?"])
+    assert rc == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [d["prompt"] for d in data] == ["hello", "Who?"]
+    assert all(len(d["token_logprobs"]) == len(d["token_ids"]) <= 3 for d in data)
+
+
+def test_config_check_reports_problems_with_exit_1(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {precison: fp32}\n")
+    assert cli.main(["config", "check", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("adaptive-moe: error: invalid config file")
+    assert "did you mean 'precision'" in err
+    assert "Traceback" not in err
+
+
+def test_config_show_round_trips(tmp_path, capsys):
+    assert cli.main(["config", "show"]) == 0
+    path = tmp_path / "shown.yaml"
+    path.write_text(capsys.readouterr().out)
+    assert cli.main(["config", "check", str(path)]) == 0
+
+
+def test_missing_model_is_one_line_failure(tmp_path, capsys):
+    cfg = _config(tmp_path, tmp_path / "missing-model")
+    assert cli.main(["generate", "--config", cfg, "hi"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not exist" in err[0]
+
+
+def test_usage_error_exits_2():
+    with pytest.raises(SystemExit) as info:
+        cli.main(["no-such-command"])
+    assert info.value.code == 2

@@ -1,0 +1,158 @@
+import json
+import logging
+import math
+
+import pytest
+import torch
+
+from adaptive_moe import load_base_model
+from adaptive_moe.config import GenerationConfig
+from adaptive_moe.errors import ConfigError, InvalidInputError
+from adaptive_moe.model import render_prompt
+from adaptive_moe.model.generation import encode_prompts
+
+CONV = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the capital of France?"}]
+
+
+def _teacher_forced(base, prompt, token_ids):
+    """Log-probs, entropies and last prompt hidden state from one plain forward pass."""
+    batch, _ = encode_prompts(base, [prompt], GenerationConfig())
+    ids = torch.cat([batch["input_ids"], torch.tensor([token_ids])], dim=1)
+    with torch.no_grad():
+        out = base.model(input_ids=ids, output_hidden_states=True)
+    p = batch["input_ids"].shape[1]
+    logp = torch.log_softmax(out.logits[0, p - 1 : p - 1 + len(token_ids)].float(), -1)
+    chosen = logp.gather(-1, torch.tensor(token_ids).unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    return chosen, entropy, out.hidden_states[-1][0, p - 1]
+
+
+def test_signals_match_a_teacher_forced_forward(tiny_base):
+    s = tiny_base.generate_with_signals(["What is the capital of France?"], max_new_tokens=6)[0]
+    assert s.num_tokens > 0
+    chosen, entropy, hidden = _teacher_forced(tiny_base, s.prompt, s.token_ids)
+    torch.testing.assert_close(s.token_logprobs, chosen, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(s.token_entropies, entropy, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(s.prompt_hidden, hidden, atol=1e-4, rtol=1e-4)
+
+
+def test_signal_shapes_and_ranges(tiny_base):
+    sigs = tiny_base.generate_with_signals(["hello", "Who wrote Hamlet?", CONV], max_new_tokens=5)
+    assert len(sigs) == 3
+    vocab = tiny_base.model.config.vocab_size
+    for s in sigs:
+        n = s.num_tokens
+        assert s.token_logprobs.shape == s.token_entropies.shape == (n,)
+        assert (s.token_logprobs <= 0).all()
+        assert (s.token_entropies >= 0).all() and (s.token_entropies <= math.log(vocab) + 1e-4).all()
+        assert s.prompt_hidden.shape == s.prompt_hidden_mean.shape == (tiny_base.model.config.hidden_size,)
+        assert s.finish_reason in ("eos", "length")
+        assert (n == 5) == (s.finish_reason == "length")
+        assert tiny_base.tokenizer.eos_token_id not in s.token_ids
+    json.dumps([s.to_dict(hidden=True) for s in sigs])
+
+
+def test_batching_and_left_padding_do_not_change_answers(tiny_base):
+    prompts = ["hi", "What is the capital of France? Tell me in one word please.", CONV]
+    together = tiny_base.generate_with_signals(prompts, max_new_tokens=6)
+    alone = [tiny_base.generate_with_signals(p, max_new_tokens=6)[0] for p in prompts]
+    for a, b in zip(together, alone, strict=True):
+        assert a.token_ids == b.token_ids
+        torch.testing.assert_close(a.token_logprobs, b.token_logprobs, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(a.prompt_hidden, b.prompt_hidden, atol=1e-4, rtol=1e-4)
+    small = tiny_base.generate_with_signals(prompts, max_new_tokens=6, batch_size=1)
+    assert [s.token_ids for s in small] == [s.token_ids for s in together]
+
+
+def test_entropy_comes_from_raw_logits_not_processed_scores(tiny_base):
+    greedy = tiny_base.generate_with_signals("hello", max_new_tokens=5)[0]
+    # top_k=1 sampling picks the same tokens as greedy; processed scores would give entropy 0.
+    top1 = tiny_base.generate_with_signals("hello", max_new_tokens=5, do_sample=True, top_k=1, seed=0)[0]
+    assert top1.token_ids == greedy.token_ids
+    torch.testing.assert_close(top1.token_entropies, greedy.token_entropies)
+    assert (greedy.token_entropies > 0.1).all()
+
+
+def test_seeded_sampling_is_reproducible_and_leaves_global_rng(tiny_base):
+    kw = {"max_new_tokens": 8, "do_sample": True, "temperature": 1.5, "top_p": 0.95, "seed": 11}
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = tiny_base.generate_with_signals("hello", **kw)[0]
+    after = torch.rand(1)
+    assert torch.equal(before, after)  # sampling with a seed does not disturb the caller's RNG
+    b = tiny_base.generate_with_signals("hello", **kw)[0]
+    assert a.token_ids == b.token_ids
+    others = {tuple(tiny_base.generate_with_signals("hello", **{**kw, "seed": s})[0].token_ids) for s in range(5)}
+    assert len(others) > 1
+
+
+def test_stop_strings_cut_the_answer(tiny_base):
+    kw = {"max_new_tokens": 12, "do_sample": True, "temperature": 2.0, "seed": 0}
+    free = tiny_base.generate_with_signals("hello", **kw)[0]
+    assert len(free.text) >= 4
+    stop = free.text[2:4]
+    s = tiny_base.generate_with_signals("hello", **kw, stop=[stop])[0]
+    assert s.finish_reason == "stop"
+    assert stop not in s.text
+    assert free.text.startswith(s.text)
+
+
+def test_chat_template_and_system_prompt(tiny_base):
+    gen = GenerationConfig(system_prompt="You are terse.")
+    text = render_prompt(tiny_base, "hi", gen)
+    assert text.startswith("<|im_start|>system\nYou are terse.<|im_end|>")
+    assert text.endswith("<|im_start|>assistant\n")
+    assert render_prompt(tiny_base, "hi", GenerationConfig(use_chat_template=False)) == "hi"
+
+
+@pytest.mark.parametrize(
+    ("prompts", "match"),
+    [
+        ("", "empty"),
+        ("   \n", "empty"),
+        ([], "empty"),
+        ([42], "type int"),
+        (None, "got NoneType"),
+        ([{"role": "robot", "content": "x"}], "role 'robot' is not allowed"),
+        ([{"role": "user", "content": ""}], "non-empty"),
+        ([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "end with a user message"),
+        (["ok", ""], "prompt 1 is empty"),
+    ],
+)
+def test_bad_prompts_are_clear_value_errors(tiny_base, prompts, match):
+    with pytest.raises(InvalidInputError, match=match) as info:
+        tiny_base.generate_with_signals(prompts, max_new_tokens=2)
+    assert isinstance(info.value, ValueError)
+
+
+def test_bad_generation_overrides(tiny_base):
+    with pytest.raises(ConfigError, match="max_new_tokens"):
+        tiny_base.generate_with_signals("hi", max_new_tokens=0)
+    with pytest.raises(ConfigError, match="unknown key; did you mean 'temperature'"):
+        tiny_base.generate_with_signals("hi", temprature=0.5)
+
+
+def test_long_prompt_truncated_from_the_left_with_warning(tiny_llama_dir, caplog):
+    base = load_base_model(name_or_path=str(tiny_llama_dir), max_input_tokens=16)
+    long_prompt = "word " * 100 + "What is the capital of France?"
+    with caplog.at_level(logging.WARNING, logger="adaptive_moe"):
+        s = base.generate_with_signals(long_prompt, max_new_tokens=3)[0]
+    assert s.truncated and s.prompt_tokens == 16
+    assert "keeping its last 16" in caplog.text
+    short = base.generate_with_signals("hi", max_new_tokens=3)[0]
+    assert not short.truncated
+
+
+def test_long_prompt_raises_when_configured(tiny_llama_dir):
+    base = load_base_model(name_or_path=str(tiny_llama_dir), max_input_tokens=16, truncation="error")
+    with pytest.raises(InvalidInputError, match="the limit is 16"):
+        base.generate_with_signals("word " * 100, max_new_tokens=3)
+
+
+def test_context_limit_from_model(tiny_base):
+    # tiny llama has 256 positions: max_new_tokens must leave room for a prompt
+    with pytest.raises(InvalidInputError, match="leaves no room"):
+        tiny_base.generate_with_signals("hi", max_new_tokens=256)
+    s = tiny_base.generate_with_signals("word " * 400, max_new_tokens=6)[0]
+    assert s.truncated and s.prompt_tokens == 250
