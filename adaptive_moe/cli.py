@@ -33,7 +33,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .model import load_base_model
 
     cfg = _load_config(args.config)
-    overrides = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
+    overrides = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens is not None else {}
     base = load_base_model(cfg.model)
     signals = base.generate_with_signals(args.prompt, cfg.generation, **overrides)
     if args.json:

@@ -52,6 +52,7 @@ class _Section:
         """Every problem with this section as ``'path: value is bad; allowed: ...'`` lines."""
         out: list[str] = []
         hints = typing.get_type_hints(type(self))
+        typed = True
         for f in dataclasses.fields(self):
             path = f"{prefix}{f.name}"
             value = getattr(self, f.name)
@@ -60,10 +61,15 @@ class _Section:
                 continue
             hint = hints[f.name]
             if not _type_ok(value, hint):
-                out.append(f"{path}: {value!r} has type {type(value).__name__}; expected {_type_name(hint)}")
+                typed = False
+                out.append(
+                    f"{path}: {value!r} has type {type(value).__name__}; expected {_type_name(hint)}"
+                    + _number_hint(value, hint)
+                )
                 continue
             out.extend(_check_bounds(path, value, f.metadata))
-        out.extend(f"{prefix}{p}" for p in self._extra_problems())
+        if typed:  # cross-field checks assume every field has its declared type
+            out.extend(f"{prefix}{p}" for p in self._extra_problems())
         return out
 
     def _extra_problems(self) -> list[str]:
@@ -132,6 +138,17 @@ def _type_ok(value: Any, hint: Any) -> bool:
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, hint)
+
+
+def _number_hint(value: Any, hint: Any) -> str:
+    """YAML 1.1 reads ``1e-3`` as text; say how to write it as a number."""
+    if isinstance(value, str) and _type_ok(1.0, hint) and not _type_ok(value, hint):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return f" (YAML reads {value} as text; write it with a dot, e.g. 1.0e-3)"
+    return ""
 
 
 def _type_name(hint: Any) -> str:
@@ -343,10 +360,14 @@ class AdaptiveMoEConfig(_Section):
     def from_yaml(cls, path: str | os.PathLike[str]) -> AdaptiveMoEConfig:
         """Load a config file. Missing sections and keys take their defaults."""
         p = Path(path)
+        if p.is_dir():
+            raise ConfigError(f"config path {str(p)!r} is a folder; give a YAML file")
         if not p.is_file():
             raise ModelNotFoundError(f"config file {str(p)!r} does not exist")
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {str(p)!r}: {e.strerror or e}") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
         except UnicodeDecodeError as e:

@@ -47,6 +47,10 @@ class ModelNotFoundError(AdaptiveMoEError, FileNotFoundError):
     """A model, file or folder the library was asked to open does not exist."""
 
 
+class ConversionError(AdaptiveMoEError, RuntimeError):
+    """Converting the embedded model into the cache failed (unreadable GGUF, full or read-only disk)."""
+
+
 class MissingDependencyError(AdaptiveMoEError, ImportError):
     """An optional dependency is missing. The message says what to install."""
 

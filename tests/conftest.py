@@ -30,3 +30,16 @@ def tiny_base(tiny_llama_dir):
 def smollm2():
     """The embedded SmolLM2-135M-Instruct (converted once into the cache, then ~1 s per load)."""
     return load_base_model(device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def _drop_library_log_handlers():
+    """setup_logging (called by the CLI) binds handlers to the streams of the test that called it."""
+    yield
+    import logging
+
+    logger = logging.getLogger("adaptive_moe")
+    for handler in [h for h in logger.handlers if getattr(h, "_adaptive_moe", False)]:
+        logger.removeHandler(handler)
+        handler.close()
+    logger.setLevel(logging.NOTSET)

@@ -12,10 +12,11 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
-from ..errors import AdaptiveMoEError, ModelNotFoundError
-from ..utils.io import atomic_directory, atomic_write_text, sha256_file
+from ..errors import AdaptiveMoEError, ConversionError, ModelNotFoundError
+from ..utils.io import atomic_directory, atomic_write_text, memoized_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -50,22 +51,9 @@ def find_gguf() -> Path:
     raise ModelNotFoundError(f"package {PACKAGE!r} is installed but holds no {GGUF_NAME}; " + INSTALL_HINT)
 
 
-def _gguf_digest(gguf: Path) -> str:
-    """SHA-256 of the GGUF, memoised beside the cache by (path, size, mtime) so it is read once."""
-    st = gguf.stat()
-    memo = cache_root() / "gguf-digests.json"
-    key = f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    try:
-        known = json.loads(memo.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if key not in known:
-        known[key] = sha256_file(gguf)
-        try:
-            atomic_write_text(memo, json.dumps(known, indent=1))
-        except OSError as e:  # a read-only cache only costs a re-hash next time
-            logger.debug("could not write %s: %s", memo, e)
-    return known[key]
+def digest_memo() -> Path:
+    """JSON file remembering file hashes by (path, size, mtime), so large files are read once."""
+    return cache_root() / "file-digests.json"
 
 
 def embedded_checkpoint() -> Path:
@@ -77,17 +65,29 @@ def embedded_checkpoint() -> Path:
     import transformers
 
     gguf = find_gguf()
-    digest = _gguf_digest(gguf)
-    target = cache_root() / "models" / f"smollm2-135m-instruct-{digest[:16]}-tf{transformers.__version__}"
-    if (target / _MARKER).is_file():
-        return target
-    logger.info("converting the embedded model once (about 40 s on 2 CPU cores) into %s", target)
-    with atomic_directory(target, replace=True) as tmp:
-        _convert(gguf, tmp)
-        atomic_write_text(
-            tmp / _MARKER,
-            json.dumps({"gguf": str(gguf), "gguf_sha256": digest, "transformers": transformers.__version__}),
-        )
+    try:
+        digest = memoized_sha256(gguf, digest_memo())
+        target = cache_root() / "models" / f"smollm2-135m-instruct-{digest[:16]}-tf{transformers.__version__}"
+        if (target / _MARKER).is_file():
+            return target
+        if target.exists():  # not written by us (no marker): never trust it
+            logger.warning("removing incomplete cache folder %s", target)
+            shutil.rmtree(target)
+        logger.info("converting the embedded model once (about 40 s on 2 CPU cores) into %s", target)
+        # Content-addressed: if another process finishes first, keep its folder and drop ours.
+        with atomic_directory(target, replace=False) as tmp:
+            _convert(gguf, tmp)
+            atomic_write_text(
+                tmp / _MARKER,
+                json.dumps({"gguf": str(gguf), "gguf_sha256": digest, "transformers": transformers.__version__}),
+            )
+    except AdaptiveMoEError:
+        raise
+    except Exception as e:
+        raise ConversionError(
+            f"could not convert the embedded model into {cache_root()} ({type(e).__name__}: {e}); check the disk "
+            "and permissions, or set ADAPTIVE_MOE_CACHE to a writable folder"
+        ) from e
     return target
 
 
@@ -106,7 +106,7 @@ def _convert(gguf: Path, out: Path) -> None:
     missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
     missing = [k for k in missing if k not in _tied_keys(fresh)]
     if missing or unexpected:
-        raise AdaptiveMoEError(f"embedded model conversion lost tensors: missing={missing} unexpected={unexpected}")
+        raise ConversionError(f"embedded model conversion lost tensors: missing={missing} unexpected={unexpected}")
     fresh.generation_config = loaded.generation_config
     fresh.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -132,4 +132,4 @@ def _check_tokenizer_survived(original, out: Path) -> None:
     if reloaded(probe)["input_ids"] != original(probe)["input_ids"]:
         problems.append("tokenization")
     if problems:
-        raise AdaptiveMoEError("embedded model conversion changed: " + ", ".join(problems))
+        raise ConversionError("embedded model conversion changed: " + ", ".join(problems))

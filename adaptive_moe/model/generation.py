@@ -128,7 +128,12 @@ def render_prompt(base: BaseModel, prompt: Prompt, generation: GenerationConfig)
     if generation.system_prompt and messages[0]["role"] != "system":
         messages = [{"role": "system", "content": generation.system_prompt}, *messages]
     if generation.use_chat_template and base.has_chat_template:
-        return base.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        from jinja2 import TemplateError
+
+        try:
+            return base.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except TemplateError as e:
+            raise InvalidInputError(f"the model's chat template rejected the conversation: {e}") from None
     if isinstance(prompt, str) and not generation.system_prompt:
         return prompt
     lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
@@ -141,13 +146,14 @@ def encode_prompts(
     """Tokenize, truncate from the left per config, and left-pad into one batch."""
     tok = base.tokenizer
     limit = base.config.max_input_tokens
-    if limit is None and base.context_length is not None:
-        limit = base.context_length - generation.max_new_tokens
-        if limit <= 0:
+    if base.context_length is not None:
+        room = base.context_length - generation.max_new_tokens
+        if room <= 0:
             raise InvalidInputError(
                 f"generation.max_new_tokens={generation.max_new_tokens} leaves no room for a prompt in the "
                 f"model's context of {base.context_length} tokens; allowed: fewer than {base.context_length}"
             )
+        limit = room if limit is None else min(limit, room)
     templated = generation.use_chat_template and base.has_chat_template
     rows, truncated = [], []
     for i, prompt in enumerate(prompts):
@@ -261,17 +267,16 @@ def _generate_batch(base: BaseModel, prompts: list[Prompt], generation: Generati
                 n, reason = t, "eos"
                 break
         ids = ids[:n]
+        text = base.tokenizer.decode(ids, skip_special_tokens=True)
+        if generation.stop:
+            ids, text, stopped = _cut_at_stop(base.tokenizer, ids, text, generation.stop)
+            n, reason = len(ids), "stop" if stopped else reason
         if logits is not None and n:
             logp = torch.log_softmax(logits[:n, row, :].float(), dim=-1)  # (n, V)
             chosen = logp.gather(-1, torch.tensor(ids, device=logp.device).unsqueeze(-1)).squeeze(-1)
             entropy = -(logp.exp() * logp).sum(-1)
         else:
             chosen = entropy = torch.zeros(0)
-        text = base.tokenizer.decode(ids, skip_special_tokens=True)
-        if generation.stop:
-            cut = min((i for s in generation.stop if (i := text.find(s)) >= 0), default=-1)
-            if cut >= 0:
-                text, reason = text[:cut], "stop"
         signals.append(
             GenerationSignals(
                 prompt=prompt,
@@ -287,3 +292,15 @@ def _generate_batch(base: BaseModel, prompts: list[Prompt], generation: Generati
             )
         )
     return signals
+
+
+def _cut_at_stop(tokenizer, ids: list[int], text: str, stops: list[str]) -> tuple[list[int], str, bool]:
+    """Cut the answer before the first stop string: the text at the stop, and the tokens to those that
+    lie wholly before it, so that the signals score exactly the text that is returned."""
+    cut = min((i for s in stops if (i := text.find(s)) >= 0), default=-1)
+    if cut < 0:
+        return ids, text, False
+    keep = 0
+    while keep < len(ids) and len(tokenizer.decode(ids[: keep + 1], skip_special_tokens=True)) <= cut:
+        keep += 1
+    return ids[:keep], text[:cut], True

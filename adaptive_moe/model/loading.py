@@ -18,10 +18,12 @@ from ..config import EMBEDDED_MODEL, GenerationConfig, ModelConfig
 from ..errors import (
     ConfigError,
     InvalidInputError,
+    MissingDependencyError,
     ModelNotFoundError,
     UnsupportedPrecisionError,
     missing_dependency,
 )
+from ..utils.io import memoized_sha256, sha256_file
 
 if TYPE_CHECKING:
     from .generation import GenerationSignals, Prompt
@@ -45,8 +47,7 @@ _VOLATILE_CONFIG_KEYS = {
     "output_hidden_states",
     "return_dict",
 }
-_SAMPLE_BLOCK = 1 << 16
-_SAMPLE_BLOCKS = 64
+_MEMO_MIN_BYTES = 16 << 20
 
 
 class BaseModel:
@@ -140,8 +141,8 @@ def load_base_model(config: ModelConfig | None = None, **overrides: Any) -> Base
     }
     if is_local and not config.allow_pickle:
         _require_safetensors(Path(source))
+    tokenizer = _load_tokenizer(source, kwargs)  # first: cheap, and fails fast on a broken folder
     model = _load_model(source, config, device, kwargs)
-    tokenizer = _load_tokenizer(source, kwargs)
     model.requires_grad_(False)
     model.eval()
     _align_special_tokens(model, tokenizer)
@@ -259,13 +260,25 @@ def _load_model(source: str, config: ModelConfig, device: torch.device, kwargs: 
         load["quantization_config"] = _quantization_config(config.precision, device)
         load["device_map"] = {"": device.index if device.type == "cuda" and device.index is not None else str(device)}
         load["dtype"] = torch.bfloat16 if device.type == "cpu" else torch.float16
+    from safetensors import SafetensorError
+
+    what = f"could not load model {config.name_or_path!r}"
     try:
         with _quiet_bitsandbytes(config.precision):
             model = AutoModelForCausalLM.from_pretrained(source, **load)
+    except ImportError as e:
+        raise MissingDependencyError(f"{what}: {_first_line(e)}") from None
     except OSError as e:
-        raise ModelNotFoundError(f"could not load model {config.name_or_path!r}: {_first_line(e)}") from None
-    except (ValueError, KeyError, RuntimeError, ImportError) as e:
-        raise ConfigError(f"could not load model {config.name_or_path!r}: {_first_line(e)}") from None
+        if "safetensors" in str(e).lower() and not config.allow_pickle:
+            raise ConfigError(
+                f"{what}: it has no safetensors weights; pickled .bin weights can run arbitrary code when "
+                "loaded, so set model.allow_pickle: true only for a model you trust"
+            ) from None
+        raise ModelNotFoundError(f"{what}: {_first_line(e)}") from None
+    except SafetensorError as e:
+        raise ConfigError(f"{what}: its safetensors weights are corrupt ({_first_line(e)})") from None
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise ConfigError(f"{what}: {_first_line(e)}") from None
     if "device_map" not in load:
         model.to(device)
     return model
@@ -285,10 +298,15 @@ def _quiet_bitsandbytes(precision: str):
 def _load_tokenizer(source: str, kwargs: dict[str, Any]):
     from transformers import AutoTokenizer
 
+    what = f"could not load the tokenizer of {source!r}"
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    except (OSError, ValueError) as e:
-        raise ModelNotFoundError(f"could not load the tokenizer of {source!r}: {_first_line(e)}") from None
+    except ImportError as e:
+        raise MissingDependencyError(f"{what}: {_first_line(e)}") from None
+    except OSError as e:
+        raise ModelNotFoundError(f"{what}: {_first_line(e)}") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{what}: {_first_line(e)}") from None
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise InvalidInputError(f"tokenizer of {source!r} has neither a pad nor an end-of-sequence token")
@@ -333,29 +351,22 @@ def _weight_files(source: str, is_local: bool, revision: str | None) -> list[Pat
     return files
 
 
-def _sampled_file_digest(path: Path, h) -> None:
-    """Feed ``h`` a file's size, its head and tail, and evenly spaced blocks: cheap and exact enough to
-    tell different weights apart without reading gigabytes."""
-    size = path.stat().st_size
-    h.update(f"{path.name}:{size}".encode())
-    with open(path, "rb") as fh:
-        if size <= _SAMPLE_BLOCK * _SAMPLE_BLOCKS * 4:
-            h.update(fh.read())
-            return
-        step = size // _SAMPLE_BLOCKS
-        for i in range(_SAMPLE_BLOCKS):
-            fh.seek(i * step)
-            h.update(fh.read(_SAMPLE_BLOCK))
-        fh.seek(size - _SAMPLE_BLOCK)
-        h.update(fh.read(_SAMPLE_BLOCK))
+def _file_digest(path: Path) -> str:
+    """SHA-256 of a whole weights file; files over 16 MiB are remembered in the cache by (path, size,
+    mtime), so a large checkpoint is read once, not on every load."""
+    if path.stat().st_size <= _MEMO_MIN_BYTES:
+        return sha256_file(path)
+    from .bundled import digest_memo
+
+    return memoized_sha256(path, digest_memo())
 
 
 def compute_fingerprint(name: str, model_config, weight_files: list[Path], model=None) -> str:
     """Hex SHA-256 over the model's name, its architecture config and its weights.
 
-    Weights are hashed from the checkpoint files (so the fingerprint does not change with the load
-    precision: an adapter trained on the fp32 base also fits the nf4 one); when no file is known the
-    in-memory tensors are sampled instead.
+    Weights are hashed from the checkpoint files, whole (so the fingerprint does not change with the
+    load precision: an adapter trained on the fp32 base also fits the nf4 one); when no file is known
+    (a model built in memory) the in-memory tensors are sampled instead.
     """
     h = hashlib.sha256()
     h.update(name.encode())
@@ -363,7 +374,7 @@ def compute_fingerprint(name: str, model_config, weight_files: list[Path], model
     h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
     if weight_files:
         for path in weight_files:
-            _sampled_file_digest(path, h)
+            h.update(f"{path.name}:{_file_digest(path)}".encode())
     elif model is not None:
         for key, tensor in sorted(model.state_dict().items()):
             flat = tensor.detach().reshape(-1)

@@ -1,13 +1,26 @@
-"""Atomic writes: a crash leaves either the old content or the new, never half of it."""
+"""Atomic writes (a crash leaves either the old content or the new, never half of it) and file hashes."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
+_DIGEST_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def atomic_write_text(path: Path, text: str, encoding: str = "utf-8") -> None:
@@ -24,6 +37,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -43,6 +57,7 @@ def atomic_directory(target: Path, *, replace: bool = False) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
         if target.exists():
             if not replace:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -60,10 +75,33 @@ def atomic_directory(target: Path, *, replace: bool = False) -> Iterator[Path]:
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a whole file."""
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def memoized_sha256(path: Path, memo: Path) -> str:
+    """SHA-256 of ``path``, remembered in the JSON file ``memo`` by (path, size, mtime) so a large
+    file is read once; a changed file (new size or mtime) is hashed again."""
+    path = Path(path)
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    with _DIGEST_LOCK:
+        try:
+            known = json.loads(Path(memo).read_text())
+            if not isinstance(known, dict):
+                known = {}
+        except (OSError, ValueError):
+            known = {}
+        if key in known:
+            return known[key]
+        digest = sha256_file(path)
+        known = {k: v for k, v in known.items() if Path(k.split("|", 1)[0]).exists()}  # forget deleted files
+        known[key] = digest
+        try:
+            atomic_write_text(Path(memo), json.dumps(known, indent=1))
+        except OSError as e:  # a read-only cache only costs a re-hash next time
+            logger.debug("could not write %s: %s", memo, e)
+        return digest

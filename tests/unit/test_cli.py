@@ -48,3 +48,27 @@ def test_usage_error_exits_2():
     with pytest.raises(SystemExit) as info:
         cli.main(["no-such-command"])
     assert info.value.code == 2
+
+
+def test_demo_command_on_tiny_model(tmp_path, tiny_llama_dir, capsys):
+    assert cli.main(["demo", "--config", _config(tmp_path, tiny_llama_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "What is the capital of France?" in out
+    assert "Tidewater" in out
+    assert "geometric-mean token probability" in out
+
+
+def test_quickstart_example_runs(tiny_llama_dir, capsys):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "examples" / "quickstart.py"
+    argv = sys.argv
+    sys.argv = [str(script), "--model", str(tiny_llama_dir), "--max-new-tokens", "3"]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    out = capsys.readouterr().out
+    assert out.count("Q: ") == 2 and "mean log-prob=" in out

@@ -117,9 +117,40 @@ def test_empty_file_gives_defaults(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["default.yaml", "qlora-4bit.yaml", "tiny-test.yaml"])
-def test_shipped_configs_load(name):
+def test_shipped_configs_load_and_round_trip(name, tmp_path):
     cfg = AdaptiveMoEConfig.from_yaml(CONFIGS / name)
-    assert AdaptiveMoEConfig.from_yaml(CONFIGS / name) == cfg
+    cfg.to_yaml(tmp_path / name)
+    assert AdaptiveMoEConfig.from_yaml(tmp_path / name) == cfg
+    assert cfg != AdaptiveMoEConfig() or name == "default.yaml"
+
+
+def test_tiny_test_config_is_small():
+    cfg = AdaptiveMoEConfig.from_yaml(CONFIGS / "tiny-test.yaml")
+    assert (cfg.model.device, cfg.generation.max_new_tokens, cfg.creation.lora.r) == ("cpu", 8, 4)
+
+
+def test_wrongly_typed_values_are_reported_not_crashed():
+    with pytest.raises(ConfigError) as info:
+        AdaptiveMoEConfig.from_dict(
+            {"model": {"name_or_path": 5, "device": None}, "workspace": 3, "generation": {"stop": 5}}
+        )
+    joined = "\n".join(info.value.problems)
+    assert "model.name_or_path: 5 has type int; expected str" in joined
+    assert "model.device: None has type NoneType; expected str" in joined
+    assert "workspace: 3 has type int; expected str" in joined
+    assert "generation.stop: 5 has type int; expected a list of str" in joined
+
+
+def test_yaml_exponent_without_dot_gets_a_hint(tmp_path):
+    path = tmp_path / "lr.yaml"
+    path.write_text("creation:\n  lora:\n    learning_rate: 1e-3\n")
+    with pytest.raises(ConfigError, match=r"write it with a dot, e\.g\. 1\.0e-3"):
+        AdaptiveMoEConfig.from_yaml(path)
+
+
+def test_config_path_that_is_a_folder(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder"):
+        AdaptiveMoEConfig.from_yaml(tmp_path)
 
 
 def test_shipped_default_equals_built_in_defaults():

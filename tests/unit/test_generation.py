@@ -96,6 +96,10 @@ def test_stop_strings_cut_the_answer(tiny_base):
     assert s.finish_reason == "stop"
     assert stop not in s.text
     assert free.text.startswith(s.text)
+    # the signals cover exactly the returned text, not the removed stop string
+    assert tiny_base.tokenizer.decode(s.token_ids, skip_special_tokens=True).strip() == s.text
+    assert s.token_ids == free.token_ids[: s.num_tokens]
+    assert s.token_logprobs.numel() == s.token_entropies.numel() == s.num_tokens
 
 
 def test_chat_template_and_system_prompt(tiny_base):
@@ -156,3 +160,16 @@ def test_context_limit_from_model(tiny_base):
         tiny_base.generate_with_signals("hi", max_new_tokens=256)
     s = tiny_base.generate_with_signals("word " * 400, max_new_tokens=6)[0]
     assert s.truncated and s.prompt_tokens == 250
+
+
+def test_max_input_tokens_never_exceeds_the_context(tiny_llama_dir):
+    base = load_base_model(name_or_path=str(tiny_llama_dir), max_input_tokens=1000)  # context is 256
+    s = base.generate_with_signals("word " * 400, max_new_tokens=8)[0]
+    assert s.truncated and s.prompt_tokens == 248
+
+
+def test_long_prompt_on_learned_positions_model(tiny_gpt2_dir):
+    base = load_base_model(name_or_path=str(tiny_gpt2_dir))  # GPT-2 style: 128 learned positions
+    s = base.generate_with_signals("word " * 300, max_new_tokens=8)[0]
+    assert s.truncated and s.prompt_tokens == 120
+    assert s.num_tokens <= 8

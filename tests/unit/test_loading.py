@@ -164,3 +164,62 @@ def test_cache_root_honours_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("ADAPTIVE_MOE_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert bundled.cache_root() == tmp_path / "x" / "adaptive_moe"
+
+
+def test_in_memory_fingerprint_is_sensitive_to_weights(tiny_llama_dir):
+    from adaptive_moe.model import compute_fingerprint
+
+    base = load_base_model(name_or_path=str(tiny_llama_dir))
+    before = compute_fingerprint("x", base.model.config, [], base.model)
+    with torch.no_grad():
+        base.model.model.layers[1].mlp.down_proj.weight.mul_(1.01)
+    assert compute_fingerprint("x", base.model.config, [], base.model) != before
+
+
+def test_bf16_on_an_old_gpu_is_unsupported(monkeypatch):
+    from adaptive_moe.errors import UnsupportedPrecisionError
+    from adaptive_moe.model.loading import check_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    with pytest.raises(UnsupportedPrecisionError, match="'bf16' is not supported by Tesla T4; choose 'fp16'"):
+        check_precision("bf16", torch.device("cuda"))
+    with pytest.raises(UnsupportedPrecisionError, match="does not run on MPS"):
+        check_precision("nf4", torch.device("mps"))
+
+
+def test_bitsandbytes_import_is_silent():
+    import subprocess
+
+    pytest.importorskip("bitsandbytes")
+    code = "from adaptive_moe.model.loading import import_bitsandbytes; import_bitsandbytes()"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "" and out.stderr == ""
+
+
+def test_chat_template_error_is_invalid_input(tiny_llama_dir, tmp_path):
+    from adaptive_moe.errors import InvalidInputError
+
+    folder = tmp_path / "strict-template"
+    shutil.copytree(tiny_llama_dir, folder)
+    strict = "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    (folder / "chat_template.jinja").write_text(strict + "{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    base = load_base_model(name_or_path=str(folder))
+    assert base.generate_with_signals("fine", max_new_tokens=2)[0].prompt == "fine"
+    conv = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+    with pytest.raises(InvalidInputError, match="System role not supported"):
+        base.generate_with_signals(conv, max_new_tokens=2)
+
+
+def test_unknown_hub_id_offline_is_model_not_found():
+    with pytest.raises(ModelNotFoundError, match="could not load"):
+        load_base_model(name_or_path="no-such-org-xyz/no-such-model", local_files_only=True)
+
+
+def test_corrupt_weights_are_a_clear_error(tiny_llama_dir, tmp_path):
+    folder = tmp_path / "corrupt"
+    shutil.copytree(tiny_llama_dir, folder)
+    (folder / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ConfigError, match="could not load model"):
+        load_base_model(name_or_path=str(folder))
