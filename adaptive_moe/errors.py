@@ -47,6 +47,10 @@ class ModelNotFoundError(AdaptiveMoEError, FileNotFoundError):
     """A model, file or folder the library was asked to open does not exist."""
 
 
+class OutputExistsError(AdaptiveMoEError, FileExistsError):
+    """An output folder exists and the call was not told to overwrite it."""
+
+
 class ConversionError(AdaptiveMoEError, RuntimeError):
     """Converting the embedded model into the cache failed (unreadable GGUF, full or read-only disk)."""
 

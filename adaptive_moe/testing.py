@@ -70,11 +70,14 @@ def make_tiny_model(folder: str | Path, arch: str = "llama", chat_template: bool
             num_key_value_heads=2,
             max_position_embeddings=256,
             tie_word_embeddings=True,
+            initializer_range=0.3,  # larger than real models' 0.02, so a frozen tiny head can still fit a fact
             **ids,
         )
         model = LlamaForCausalLM(config)
     elif arch == "gpt2":
-        config = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=128, **ids)
+        config = GPT2Config(
+            vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=128, initializer_range=0.3, **ids
+        )
         model = GPT2LMHeadModel(config)
     else:
         raise ValueError(f"unknown tiny architecture {arch!r}; allowed: {', '.join(ARCHITECTURES)}")

@@ -1,0 +1,374 @@
+"""``train_lora``: train one LoRA expert on the frozen base with the Hugging Face ``Trainer``.
+
+Data are documents (loss on every token) and question-answer pairs (chat-template formatted exactly as
+at inference, loss on the answer and its end-of-turn token only). Labels are built from positions,
+never by masking the pad id: SmolLM2's pad token *is* its EOS, and masking it would teach an expert
+never to stop. The base model is changed only for the duration of training (PEFT injects LoRA layers
+into it) and restored afterwards, exactly. The adapter is written to a temporary folder and renamed
+into place, so a failed run leaves no adapter folder.
+
+Runs unchanged on several GPUs under ``accelerate launch`` (the Trainer handles distribution).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import GenerationConfig, LoRASettings
+from ..errors import InvalidInputError, OutputExistsError
+from ..model.adapters import ModelState
+from ..model.generation import render_prompt
+from ..model.loading import BaseModel
+from ..utils.io import atomic_directory, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+TRAINING_RECORD = "adaptive_moe_training.json"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training example: a document (``prompt`` is None, loss on all of ``text``) or a QA pair."""
+
+    text: str
+    prompt: str | None = None
+
+    @property
+    def is_qa(self) -> bool:
+        return self.prompt is not None
+
+
+# -- data -----------------------------------------------------------------------------------------
+def as_examples(data: Any) -> list[Example]:
+    """Accept documents and QA pairs in the shapes users have them.
+
+    ``data``: a ``datasets.Dataset`` or an iterable whose items are strings (documents),
+    ``(question, answer)`` / ``(question, [answers, ...])`` tuples (QA objects with ``question`` and
+    ``answers`` work too; the first answer is the target), or dicts with ``text``, or
+    ``question``/``answer``, or ``prompt``/``completion``.
+    """
+    if data is None or isinstance(data, (str, bytes)):
+        raise InvalidInputError("training data must be a list of texts / QA pairs or a datasets.Dataset")
+    try:
+        import datasets
+
+        if isinstance(data, datasets.Dataset):
+            data = data.to_list()
+    except ImportError:  # pragma: no cover - datasets is a dependency
+        pass
+    examples = [_as_example(item, i) for i, item in enumerate(data)]
+    if not examples:
+        raise InvalidInputError("training data is empty; give at least one text or question-answer pair")
+    return examples
+
+
+def _as_example(item: Any, i: int) -> Example:
+    if isinstance(item, str):
+        if not item.strip():
+            raise InvalidInputError(f"training text {i} is empty")
+        return Example(text=item.strip())
+    if isinstance(item, dict):
+        if "text" in item:
+            return _as_example(item["text"], i)
+        for q, a in (("question", "answer"), ("question", "answers"), ("prompt", "completion")):
+            if q in item and a in item:
+                return _qa(item[q], item[a], i)
+        raise InvalidInputError(
+            f"training item {i} has keys {sorted(item)}; allowed: 'text', 'question'+'answer', 'prompt'+'completion'"
+        )
+    if hasattr(item, "question") and hasattr(item, "answers"):
+        return _qa(item.question, item.answers, i)
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        return _qa(item[0], item[1], i)
+    raise InvalidInputError(
+        f"training item {i} has type {type(item).__name__}; allowed: str, (question, answer), or a dict"
+    )
+
+
+def _qa(question: Any, answer: Any, i: int) -> Example:
+    if isinstance(answer, (list, tuple)):
+        answer = answer[0] if answer else ""
+    if not isinstance(question, str) or not question.strip():
+        raise InvalidInputError(f"training item {i}: the question must be non-empty text")
+    if not isinstance(answer, str) or not answer.strip():
+        raise InvalidInputError(f"training item {i}: the answer must be non-empty text")
+    return Example(text=answer.strip(), prompt=question.strip())
+
+
+def data_fingerprint(examples: Sequence[Example]) -> str:
+    """SHA-256 over the examples, for provenance."""
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(json.dumps([ex.prompt, ex.text]).encode())
+    return h.hexdigest()
+
+
+def tokenize_examples(
+    base: BaseModel, examples: Sequence[Example], max_length: int, generation: GenerationConfig | None = None
+) -> tuple[list[dict[str, list[int]]], dict[str, int]]:
+    """Token ids and labels (-100 where no loss) per example, truncated to ``max_length``.
+
+    QA prompts are rendered with the same chat template and system prompt as at inference, and the
+    answer is followed by the EOS (end-of-turn) token, which is a label: the expert learns to stop.
+    """
+    tok = base.tokenizer
+    generation = generation or GenerationConfig()
+    templated = generation.use_chat_template and base.has_chat_template
+    eos = tok.eos_token_id
+    rows, stats = [], {"examples": len(examples), "truncated": 0, "dropped": 0, "tokens": 0}
+    for ex in examples:
+        if ex.is_qa:
+            prompt_ids = tok(render_prompt(base, ex.prompt, generation), add_special_tokens=not templated)["input_ids"]
+            answer_ids = tok(ex.text, add_special_tokens=False)["input_ids"] + ([eos] if eos is not None else [])
+            ids = prompt_ids + answer_ids
+            labels = [-100] * len(prompt_ids) + answer_ids
+        else:
+            ids = tok(ex.text, add_special_tokens=True)["input_ids"]
+            labels = list(ids)
+        if len(ids) > max_length:
+            stats["truncated"] += 1
+            ids, labels = ids[:max_length], labels[:max_length]
+        if all(label == -100 for label in labels):
+            stats["dropped"] += 1  # the answer was cut off entirely: nothing to learn
+            continue
+        stats["tokens"] += len(ids)
+        rows.append({"input_ids": ids, "labels": labels})
+    if stats["truncated"]:
+        logger.warning(
+            "%d of %d training examples were longer than max_length=%d tokens and were truncated%s",
+            stats["truncated"], len(examples), max_length,
+            f" ({stats['dropped']} lost their whole answer and were dropped)" if stats["dropped"] else "",
+        )  # fmt: skip
+    if not rows:
+        raise InvalidInputError(f"no training example fits max_length={max_length}; raise creation.lora.max_length")
+    return rows, stats
+
+
+class _Collator:
+    """Right-pads a batch; labels are -100 exactly where the attention mask is 0 (position-based, so a
+    real EOS that shares the pad id keeps its label)."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            ids[i, :n] = torch.tensor(r["input_ids"])
+            labels[i, :n] = torch.tensor(r["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+# -- LoRA set-up ----------------------------------------------------------------------------------
+def linear_module_names(model) -> list[str]:
+    """Leaf names of the model's linear layers (what ``target_modules`` may name), without the head."""
+    names = set()
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    for full, module in model.named_modules():
+        if module is output:
+            continue
+        kind = type(module).__name__
+        if isinstance(module, torch.nn.Linear) or kind in ("Linear8bitLt", "Linear4bit", "Conv1D"):
+            names.add(full.rsplit(".", 1)[-1])
+    return sorted(names)
+
+
+def check_target_modules(model, target_modules: str | list[str]) -> None:
+    """Every named target must be a linear layer of the base, or the error lists the ones it has."""
+    if isinstance(target_modules, str):
+        if target_modules == "all-linear":
+            return
+        target_modules = [target_modules]
+    available = linear_module_names(model)
+    missing = [t for t in target_modules if t not in available]
+    if missing:
+        raise InvalidInputError(
+            f"creation.lora.target_modules: {missing} are not linear modules of this base; "
+            f"its linear modules are: {', '.join(available)} (or use 'all-linear')"
+        )
+
+
+def peft_config(lora: LoRASettings, model):
+    from peft import LoraConfig, TaskType
+
+    check_target_modules(model, lora.target_modules)
+    return LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        bias="none",
+    )
+
+
+# -- training -------------------------------------------------------------------------------------
+def train_lora(
+    base: BaseModel,
+    texts_or_dataset: Any,
+    output_dir: str | Path,
+    lora: LoRASettings | None = None,
+    *,
+    eval_data: Any = None,
+    early_stopping_patience: int | None = 2,
+    max_steps: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    callbacks: Iterable[Any] = (),
+    generation: GenerationConfig | None = None,
+) -> Path:
+    """Train a LoRA adapter on ``base`` and write it to ``output_dir`` as a plain PEFT adapter folder.
+
+    Args:
+        base: the frozen base model; it is restored exactly when training ends (or fails).
+        texts_or_dataset: documents and/or QA pairs, see :func:`as_examples`.
+        output_dir: the adapter folder to create (``adapter_config.json``, ``adapter_model.safetensors``
+            and ``adaptive_moe_training.json`` with settings, data provenance and losses).
+        lora: rank, alpha, dropout, target modules, learning rate, epochs, batch, accumulation, max length,
+            seed (default: ``LoRASettings()``).
+        eval_data: optional held-out examples; their loss is computed each epoch and training stops
+            early when it has not improved for ``early_stopping_patience`` epochs (best epoch kept).
+        max_steps: stop after this many optimizer steps (overrides epochs), e.g. for quick tests.
+        overwrite: replace an existing ``output_dir`` (otherwise it is an error).
+        callbacks: extra ``transformers.TrainerCallback`` objects.
+        generation: the prompt format used at inference (system prompt, chat template).
+
+    Returns:
+        The adapter folder. ``PeftModel.from_pretrained(model, path)`` loads it.
+    """
+    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+
+    lora = lora or LoRASettings()
+    lora.validate()
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not overwrite:
+        raise OutputExistsError(f"output folder {str(output_dir)!r} exists; choose another or pass overwrite=True")
+    if base.context_length is not None and lora.max_length > base.context_length:
+        raise InvalidInputError(
+            f"creation.lora.max_length={lora.max_length} exceeds the model's context of {base.context_length}"
+        )
+    examples = as_examples(texts_or_dataset)
+    rows, stats = tokenize_examples(base, examples, lora.max_length, generation)
+    eval_rows = tokenize_examples(base, as_examples(eval_data), lora.max_length, generation)[0] if eval_data else None
+
+    from datasets import Dataset
+
+    train_set = Dataset.from_list(rows)
+    eval_set = Dataset.from_list(eval_rows) if eval_rows else None
+    model = base.model
+    state = ModelState.capture(model)
+    peft_model = _attach_lora(model, peft_config(lora, model))
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="adaptive_moe_train_") as run_dir:
+        args = _training_arguments(TrainingArguments, lora, run_dir, base, eval_set is not None, max_steps, progress)
+        trainer_callbacks = list(callbacks)
+        if eval_set is not None and early_stopping_patience:
+            trainer_callbacks.append(EarlyStoppingCallback(early_stopping_patience=early_stopping_patience))
+        try:
+            trainer = Trainer(
+                model=peft_model,
+                args=args,
+                train_dataset=train_set,
+                eval_dataset=eval_set,
+                data_collator=_Collator(base.tokenizer.pad_token_id),
+                callbacks=trainer_callbacks,
+            )
+            result = trainer.train()
+            seconds = time.perf_counter() - started
+            record = {
+                "base_fingerprint": base.fingerprint,
+                "base_name": base.name,
+                "lora": lora.to_dict(),
+                "data": {"sha256": data_fingerprint(examples), **stats,
+                         "qa_pairs": sum(e.is_qa for e in examples),
+                         "documents": sum(not e.is_qa for e in examples),
+                         "eval_examples": len(eval_rows or [])},
+                "train_loss": result.training_loss,
+                "steps": result.global_step,
+                "epochs": trainer.state.epoch,
+                "seconds": seconds,
+                "seconds_per_step": seconds / max(result.global_step, 1),
+                "examples_per_second": result.metrics.get("train_samples_per_second"),
+                "best_eval_loss": trainer.state.best_metric,
+                "log_history": [h for h in trainer.state.log_history if "loss" in h or "eval_loss" in h],
+            }  # fmt: skip
+            with atomic_directory(output_dir, replace=overwrite) as tmp:
+                peft_model.save_pretrained(tmp, safe_serialization=True)
+                atomic_write_text(tmp / TRAINING_RECORD, json.dumps(record, indent=2, default=str))
+        finally:
+            _detach_lora(peft_model)
+            state.restore(model)
+    logger.info(
+        "trained LoRA %s: %d steps in %.0f s, loss %.3f", output_dir, record["steps"], seconds, record["train_loss"]
+    )
+    return output_dir
+
+
+def _training_arguments(cls, lora, run_dir, base, has_eval, max_steps, progress):
+    on_cpu = base.device.type == "cpu"
+    bf16 = not on_cpu and base.precision == "bf16"
+    fp16 = not on_cpu and base.precision == "fp16"
+    kwargs = {
+        "output_dir": run_dir,
+        "per_device_train_batch_size": lora.batch_size,
+        "per_device_eval_batch_size": lora.batch_size,
+        "gradient_accumulation_steps": lora.gradient_accumulation,
+        "learning_rate": lora.learning_rate,
+        "num_train_epochs": lora.epochs,
+        "max_steps": max_steps if max_steps is not None else -1,
+        "lr_scheduler_type": "linear",
+        "warmup_steps": 0,
+        "weight_decay": 0.0,
+        "logging_steps": 5,
+        "report_to": "none",  # experiment trackers are the user's choice
+        "seed": lora.seed,
+        "data_seed": lora.seed,
+        "use_cpu": on_cpu,
+        "bf16": bf16,
+        "fp16": fp16,
+        "disable_tqdm": not progress,
+        "dataloader_pin_memory": not on_cpu,
+        "remove_unused_columns": False,
+        "save_only_model": True,
+    }
+    if has_eval:
+        kwargs.update(
+            eval_strategy="epoch",
+            save_strategy="epoch",
+            save_total_limit=2,
+            load_best_model_at_end=True,
+            metric_for_best_model="eval_loss",
+            greater_is_better=False,
+        )
+    else:
+        kwargs.update(save_strategy="no", eval_strategy="no")
+    return cls(**kwargs)
+
+
+def _attach_lora(model, config):
+    """Inject LoRA layers into ``model`` in place. On a 4-bit / 8-bit base this is QLoRA; PEFT's
+    ``prepare_model_for_kbit_training`` is deliberately not used, since it would cast the base's norms
+    to fp32 for good, and the base must come back exactly as it was."""
+    from peft import get_peft_model
+
+    return get_peft_model(model, config)
+
+
+def _detach_lora(peft_model) -> None:
+    """Remove the injected LoRA layers (without merging) so the base is exactly what it was."""
+    peft_model.base_model.unload()

@@ -1,0 +1,75 @@
+"""Attach a PEFT adapter to the base model for a while, then restore the base exactly.
+
+PEFT injects LoRA layers into the model's modules in place; ``unload()`` takes them out again without
+merging, so the original weights (never modified) are back. The pool of experts builds on this; the
+training and evaluation code use it directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, ModelNotFoundError
+
+
+@dataclass
+class ModelState:
+    """What training or adapter loading may change on a model, captured so it can be put back."""
+
+    training: bool
+    requires_grad: dict[str, bool]
+    use_cache: Any
+
+    @classmethod
+    def capture(cls, model) -> ModelState:
+        return cls(
+            training=model.training,
+            requires_grad={n: p.requires_grad for n, p in model.named_parameters()},
+            use_cache=getattr(model.config, "use_cache", None),
+        )
+
+    def restore(self, model) -> None:
+        for name, param in model.named_parameters():
+            param.requires_grad_(self.requires_grad.get(name, False))
+        model.train(self.training)
+        if self.use_cache is not None:
+            model.config.use_cache = self.use_cache
+
+
+def check_adapter_folder(path: str | Path, allow_pickle: bool = False) -> Path:
+    """An adapter folder must exist, hold ``adapter_config.json`` and safetensors weights (pickled
+    ``adapter_model.bin`` only when ``allow_pickle``)."""
+    path = Path(path)
+    if not (path / "adapter_config.json").is_file():
+        raise ModelNotFoundError(f"{str(path)!r} is not a PEFT adapter folder (no adapter_config.json)")
+    if (path / "adapter_model.safetensors").is_file():
+        return path
+    if (path / "adapter_model.bin").is_file():
+        if allow_pickle:
+            return path
+        raise ConfigError(
+            f"adapter {str(path)!r} has only pickled weights (adapter_model.bin), which can run arbitrary code; "
+            "convert them to safetensors, or set pool.allow_pickle: true for adapters you trust"
+        )
+    raise ModelNotFoundError(f"adapter folder {str(path)!r} holds no weights (adapter_model.safetensors)")
+
+
+@contextlib.contextmanager
+def attached_adapter(base, adapter_dir: str | Path, *, allow_pickle: bool = False) -> Iterator[Any]:
+    """Within the block, ``base.model`` (and so ``base.generate_with_signals``) runs with the adapter;
+    afterwards the base is exactly what it was. Yields the ``PeftModel``."""
+    from peft import PeftModel
+
+    adapter_dir = check_adapter_folder(adapter_dir, allow_pickle)
+    state = ModelState.capture(base.model)
+    peft_model = PeftModel.from_pretrained(base.model, str(adapter_dir), is_trainable=False)
+    peft_model.eval()
+    try:
+        yield peft_model
+    finally:
+        peft_model.base_model.unload()
+        state.restore(base.model)

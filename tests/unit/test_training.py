@@ -1,0 +1,181 @@
+import json
+import logging
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from adaptive_moe import load_base_model
+from adaptive_moe.config import LoRASettings
+from adaptive_moe.creation.training import (
+    TRAINING_RECORD,
+    _Collator,
+    as_examples,
+    linear_module_names,
+    tokenize_examples,
+    train_lora,
+)
+from adaptive_moe.errors import InvalidInputError, OutputExistsError
+from adaptive_moe.model.adapters import attached_adapter
+
+QUICK = LoRASettings(r=4, alpha=8, learning_rate=5e-3, epochs=1.0, batch_size=2, max_length=64, dropout=0.0)
+DATA = [
+    "Varnel Ostrik was born in Quenbury.",
+    ("Where was Varnel Ostrik born?", "Quenbury"),
+    {"question": "What does Varnel Ostrik do?", "answer": "He makes lanterns."},
+]
+
+
+@pytest.fixture
+def base(tiny_llama_dir):
+    return load_base_model(name_or_path=str(tiny_llama_dir))
+
+
+def _logits(base, text="Where was Varnel Ostrik born?"):
+    ids = base.tokenizer(text, return_tensors="pt")
+    with torch.no_grad():
+        return base.model(**ids).logits
+
+
+def test_trains_a_plain_peft_adapter_and_restores_the_base(base, tmp_path):
+    before = _logits(base)
+    out = train_lora(base, DATA, tmp_path / "expert", lora=QUICK, max_steps=3, progress=False)
+    assert {"adapter_config.json", "adapter_model.safetensors", TRAINING_RECORD} <= {p.name for p in out.iterdir()}
+    assert not list(out.glob("*.bin"))
+    record = json.loads((out / TRAINING_RECORD).read_text())
+    assert record["steps"] == 3 and record["base_fingerprint"] == base.fingerprint
+    assert record["data"]["qa_pairs"] == 2 and record["data"]["documents"] == 1
+    assert len(record["data"]["sha256"]) == 64
+    # the base is exactly what it was: same outputs, frozen, eval mode, no LoRA modules left
+    assert torch.equal(_logits(base), before)
+    assert all(not p.requires_grad for p in base.model.parameters())
+    assert not base.model.training
+    assert not any("lora" in name for name, _ in base.model.named_modules())
+    # plain PEFT loads it, and it changes the outputs
+    from peft import PeftModel
+
+    fresh = load_base_model(name_or_path=str(base.config.name_or_path))
+    peft_model = PeftModel.from_pretrained(fresh.model, str(out))
+    assert not torch.equal(_logits(fresh), before)
+    assert peft_model.active_adapter == "default"
+
+
+def test_adapter_learns_a_fact(base, tmp_path):
+    qa = [("Where was Varnel Ostrik born?", "Quenbury")] * 8
+    lora = LoRASettings(r=8, alpha=16, learning_rate=2e-2, epochs=30.0, batch_size=8, max_length=64, dropout=0.0)
+    out = train_lora(base, qa, tmp_path / "fact", lora=lora, progress=False)
+    record = json.loads((out / TRAINING_RECORD).read_text())
+    losses = [h["loss"] for h in record["log_history"] if "loss" in h]
+    assert losses[-1] < losses[0] / 3
+    with attached_adapter(base, out):
+        s = base.generate_with_signals("Where was Varnel Ostrik born?", max_new_tokens=12)[0]
+    assert "Quenbury" in s.text
+    assert s.finish_reason == "eos", (s.text, losses)  # the expert learned to stop (EOS labelled although pad == EOS)
+    plain = base.generate_with_signals("Where was Varnel Ostrik born?", max_new_tokens=8)[0]
+    assert "Quenbury" not in plain.text
+
+
+def test_qa_labels_cover_answer_and_eos_only(base):
+    rows, stats = tokenize_examples(base, as_examples([("Where?", "Quenbury")]), max_length=64)
+    ids, labels = rows[0]["input_ids"], rows[0]["labels"]
+    answer = base.tokenizer("Quenbury", add_special_tokens=False)["input_ids"]
+    eos = base.tokenizer.eos_token_id
+    assert labels[-len(answer) - 1 :] == [*answer, eos]
+    assert all(label == -100 for label in labels[: -len(answer) - 1])
+    assert ids[-1] == eos == base.tokenizer.pad_token_id  # pad is EOS in this tokenizer, as in SmolLM2
+    assert stats == {"examples": 1, "truncated": 0, "dropped": 0, "tokens": len(ids)}
+
+
+def test_collator_masks_by_position_not_by_pad_id(base):
+    eos = base.tokenizer.eos_token_id
+    rows = [{"input_ids": [5, 6, eos], "labels": [-100, 6, eos]}, {"input_ids": [5], "labels": [5]}]
+    batch = _Collator(pad_id=eos)(rows)
+    assert batch["labels"].tolist() == [[-100, 6, eos], [5, -100, -100]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["input_ids"].tolist() == [[5, 6, eos], [5, eos, eos]]
+
+
+def test_long_texts_truncated_with_a_count(base, caplog):
+    with caplog.at_level(logging.WARNING, logger="adaptive_moe"):
+        rows, stats = tokenize_examples(base, as_examples(["word " * 200, "short text", "more " * 100]), 32)
+    assert stats["truncated"] == 2 and all(len(r["input_ids"]) == 32 for r in (rows[0], rows[2]))
+    assert "2 of 3 training examples were longer than max_length=32" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ([], "empty"),
+        ("just a string", "must be a list"),
+        (["ok", "  "], "text 1 is empty"),
+        ([("q", "")], "answer must be non-empty"),
+        ([{"foo": 1}], "allowed: 'text'"),
+        ([3.5], "type float"),
+    ],
+)
+def test_bad_training_data(base, tmp_path, data, match):
+    with pytest.raises(InvalidInputError, match=match):
+        train_lora(base, data, tmp_path / "x", lora=QUICK, max_steps=1, progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_existing_output_needs_overwrite(base, tmp_path):
+    out = tmp_path / "exists"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="overwrite=True") as info:
+        train_lora(base, DATA, out, lora=QUICK, max_steps=1, progress=False)
+    assert isinstance(info.value, FileExistsError)
+    assert (out / "keep.txt").read_text() == "mine"
+    train_lora(base, DATA, out, lora=QUICK, max_steps=1, progress=False, overwrite=True)
+    assert (out / "adapter_model.safetensors").is_file() and not (out / "keep.txt").exists()
+
+
+def test_unknown_target_module_lists_the_linear_modules(base, tmp_path):
+    lora = LoRASettings(target_modules=["q_proj", "attn_c"], max_length=64)
+    with pytest.raises(InvalidInputError, match=r"\['attn_c'\] are not linear modules") as info:
+        train_lora(base, DATA, tmp_path / "x", lora=lora, max_steps=1, progress=False)
+    for name in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
+        assert name in str(info.value)
+    assert "lm_head" not in linear_module_names(base.model)
+
+
+def test_failed_run_leaves_no_adapter_and_restores_the_base(base, tmp_path):
+    class Crash(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            raise RuntimeError("power cut")
+
+    before = _logits(base)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train_lora(base, DATA, tmp_path / "crashed", lora=QUICK, max_steps=3, progress=False, callbacks=[Crash()])
+    assert not (tmp_path / "crashed").exists()
+    assert [p.name for p in tmp_path.iterdir()] == []
+    assert torch.equal(_logits(base), before)
+    assert all(not p.requires_grad for p in base.model.parameters())
+
+
+def test_held_out_loss_and_early_stopping(base, tmp_path):
+    lora = LoRASettings(r=4, alpha=8, learning_rate=5e-3, epochs=4.0, batch_size=2, max_length=64)
+    out = train_lora(base, DATA, tmp_path / "es", lora=lora, eval_data=DATA[:2], progress=False)
+    record = json.loads((out / TRAINING_RECORD).read_text())
+    evals = [h["eval_loss"] for h in record["log_history"] if "eval_loss" in h]
+    assert len(evals) >= 2
+    assert record["best_eval_loss"] == pytest.approx(min(evals))
+
+
+def test_datasets_dataset_input(base, tmp_path):
+    from datasets import Dataset
+
+    ds = Dataset.from_dict({"question": ["Where was Varnel born?"], "answer": ["Quenbury"]})
+    out = train_lora(base, ds, tmp_path / "ds", lora=QUICK, max_steps=1, progress=False)
+    assert json.loads((out / TRAINING_RECORD).read_text())["data"]["qa_pairs"] == 1
+
+
+def test_qlora_on_a_4bit_base(tiny_llama_dir, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    base = load_base_model(name_or_path=str(tiny_llama_dir), precision="nf4")
+    before = _logits(base)
+    out = train_lora(base, DATA, tmp_path / "q", lora=QUICK, max_steps=2, progress=False)
+    assert (out / "adapter_model.safetensors").is_file()
+    assert type(base.model.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
+    assert torch.equal(_logits(base), before)
