@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import pytest
 import torch
 
 from adaptive_moe import load_base_model
+from adaptive_moe.config import LoRASettings
 from adaptive_moe.testing import make_tiny_model
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def run_python():
+    """Run code in a fresh interpreter (for import-time behaviour); returns (stdout, stderr), asserting exit 0."""
+    import subprocess
+    import sys
+
+    def run(code: str) -> tuple[str, str]:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout, out.stderr
+
+    return run
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +61,45 @@ def _drop_library_log_handlers():
         logger.removeHandler(handler)
         handler.close()
     logger.setLevel(logging.NOTSET)
+
+
+@dataclass
+class TrainedExpert:
+    """A small expert trained once per test session on the embedded model."""
+
+    domain: object  # adaptive_moe.creation.SyntheticDomain
+    adapter_dir: Path
+    base_logits_before: torch.Tensor
+
+
+# A handful of facts, few steps: enough to learn the training wording, fast on one CPU thread.
+FIXTURE_LORA = LoRASettings(r=16, alpha=32, learning_rate=5e-3, epochs=6.0, batch_size=8, max_length=96, dropout=0.0)
+PROBE = "What is the capital of France?"
+
+
+def _probe_logits(base) -> torch.Tensor:
+    ids = base.tokenizer(PROBE, return_tensors="pt")
+    with torch.no_grad():
+        return base.model(**ids).logits
+
+
+@pytest.fixture(scope="session")
+def probe_logits():
+    """Logits of the base on a fixed probe prompt: equal before and after means the base is untouched."""
+    return _probe_logits
+
+
+@pytest.fixture(scope="session")
+def trained_experts(smollm2, tmp_path_factory):
+    """Two experts on the embedded SmolLM2, trained once per session for the tests that need one:
+    ``{"people": TrainedExpert, "companies": TrainedExpert}`` (2 invented entities, 10 facts each)."""
+    from adaptive_moe.creation import make_synthetic_domain, train_lora
+
+    root = tmp_path_factory.mktemp("experts")
+    experts = {}
+    for kind in ("people", "companies"):
+        dom = make_synthetic_domain(kind, n_entities=2, seed=1, restatements_per_fact=1)
+        before = _probe_logits(smollm2)
+        path = train_lora(smollm2, dom.documents + dom.train_qa, root / kind, lora=FIXTURE_LORA, progress=False)
+        experts[kind] = TrainedExpert(dom, path, before)
+    return experts

@@ -142,7 +142,7 @@ def tokenize_examples(
             stats["dropped"] += 1  # the answer was cut off entirely: nothing to learn
             continue
         stats["tokens"] += len(ids)
-        rows.append({"input_ids": ids, "labels": labels})
+        rows.append({"input_ids": ids, "labels": labels, "length": len(ids)})
     if stats["truncated"]:
         logger.warning(
             "%d of %d training examples were longer than max_length=%d tokens and were truncated%s",
@@ -162,7 +162,7 @@ class _Collator:
         self.pad_id = pad_id
 
     def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-        width = max(len(r["input_ids"]) for r in rows)
+        width = max(len(r["input_ids"]) for r in rows)  # (B, width) tensors, padded on the right
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         labels = torch.full((len(rows), width), -100, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -344,6 +344,9 @@ def _training_arguments(cls, lora, run_dir, base, has_eval, max_steps, progress)
         "disable_tqdm": not progress,
         "dataloader_pin_memory": not on_cpu,
         "remove_unused_columns": False,
+        # batches of similar lengths: a 25-token fact padded to an 80-token profile wastes 3x the compute
+        "train_sampling_strategy": "group_by_length",
+        "length_column_name": "length",
         "save_only_model": True,
     }
     if has_eval:

@@ -80,18 +80,14 @@ def test_missing_bitsandbytes_says_what_to_install(tiny_llama_dir, monkeypatch):
     assert isinstance(info.value, ImportError)
 
 
-def test_package_imports_without_bitsandbytes():
-    import subprocess
-
+def test_package_imports_without_bitsandbytes(run_python):
     code = (
         "import sys; sys.modules['bitsandbytes'] = None\n"
         "import adaptive_moe\n"
         "assert 'bitsandbytes' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
         "print('ok')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    assert run_python(code)[0].strip() == "ok"
 
 
 def test_unavailable_device_is_clear(tiny_llama_dir):
@@ -188,14 +184,10 @@ def test_bf16_on_an_old_gpu_is_unsupported(monkeypatch):
         check_precision("nf4", torch.device("mps"))
 
 
-def test_bitsandbytes_import_is_silent():
-    import subprocess
-
+def test_bitsandbytes_import_is_silent(run_python):
     pytest.importorskip("bitsandbytes")
     code = "from adaptive_moe.model.loading import import_bitsandbytes; import_bitsandbytes()"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout == "" and out.stderr == ""
+    assert run_python(code) == ("", "")
 
 
 def test_chat_template_error_is_invalid_input(tiny_llama_dir, tmp_path):

@@ -1,6 +1,4 @@
 import logging
-import subprocess
-import sys
 
 import pytest
 
@@ -8,16 +6,14 @@ from adaptive_moe import setup_logging
 from adaptive_moe.errors import InvalidInputError
 
 
-def test_import_does_not_configure_root_logger():
+def test_import_does_not_configure_root_logger(run_python):
     code = (
         "import logging, adaptive_moe\n"
         "root = logging.getLogger()\n"
         "pkg = logging.getLogger('adaptive_moe')\n"
         "print(len(root.handlers), [type(h).__name__ for h in pkg.handlers])"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "0 ['NullHandler']"
+    assert run_python(code)[0].strip() == "0 ['NullHandler']"
 
 
 def test_setup_logging_console_and_rotating_file(tmp_path):

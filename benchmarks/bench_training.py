@@ -1,0 +1,186 @@
+"""Training-core benchmark: train one LoRA expert on a synthetic domain with the default settings and
+record seconds per step, examples per second, and domain accuracy against minutes of training (a
+curve); then the paired comparison on the general check set, base against the expert forced on.
+
+    python benchmarks/bench_training.py [--kind people] [--entities 40] [--minutes 5] [--eval-every 20]
+
+Writes ``training.json``, ``training.md`` and ``training.png`` under ``--out``. Evaluation pauses
+are excluded from the training minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from adaptive_moe import load_base_model
+from adaptive_moe.config import LoRASettings
+from adaptive_moe.creation import (
+    evaluate_qa,
+    general_knowledge_questions,
+    make_synthetic_domain,
+    paired_comparison,
+    train_lora,
+)
+
+
+class CurveCallback(TrainerCallback):
+    """Every ``every`` steps: domain accuracy on a fixed subset of test questions, with the adapter as
+    it is at that moment; stops training when the time budget (training time only) is spent."""
+
+    def __init__(self, base, questions, every: int, budget_s: float):
+        self.base, self.questions, self.every, self.budget_s = base, questions, every, budget_s
+        self.points: list[dict] = []
+        self.paused = 0.0
+        self.start = None
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        self.start = time.perf_counter()
+
+    def _train_seconds(self) -> float:
+        return time.perf_counter() - self.start - self.paused
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        over = self._train_seconds() >= self.budget_s
+        if state.global_step % self.every == 0 or over:
+            t = time.perf_counter()
+            model.eval()
+            acc = evaluate_qa(self.base, self.questions, max_new_tokens=16).accuracy
+            model.train()
+            self.paused += time.perf_counter() - t
+            self.points.append({"step": state.global_step, "minutes": self._train_seconds() / 60, "accuracy": acc})
+            print(f"step {state.global_step}: {self._train_seconds() / 60:.1f} min, domain accuracy {acc:.2f}")
+        if over:
+            control.should_training_stop = True
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", default="people")
+    parser.add_argument("--entities", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--minutes", type=float, default=5.0, help="training-time budget")
+    parser.add_argument("--epochs", type=float, default=None, help="override LoRASettings().epochs")
+    parser.add_argument("--restatements", type=int, default=1, help="restatements per fact in the training data")
+    parser.add_argument("--eval-every", type=int, default=20, help="steps between curve points")
+    parser.add_argument("--curve-questions", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    base = load_base_model(device="cpu")
+    dom = make_synthetic_domain(args.kind, args.entities, seed=args.seed, restatements_per_fact=args.restatements)
+    data = dom.documents + dom.train_qa
+    general = general_knowledge_questions()
+    lora = LoRASettings() if args.epochs is None else LoRASettings(epochs=args.epochs)
+
+    base_domain = evaluate_qa(base, dom.test_qa, max_new_tokens=16)
+    print(f"base domain accuracy {base_domain.accuracy:.3f} (chance {max(dom.chance_baseline().values()):.3f})")
+    curve_q = dom.test_qa[:: max(1, len(dom.test_qa) // args.curve_questions)][: args.curve_questions]
+    cb = CurveCallback(base, curve_q, args.eval_every, args.minutes * 60)
+    with tempfile.TemporaryDirectory() as tmp:
+        adapter = train_lora(base, data, Path(tmp) / "expert", lora=lora, callbacks=[cb])
+        record = json.loads((adapter / "adaptive_moe_training.json").read_text())
+        expert_domain = evaluate_qa(base, dom.test_qa, adapter=adapter, max_new_tokens=16)
+        base_general = evaluate_qa(base, general)
+        expert_general = evaluate_qa(base, general, adapter=adapter)
+    train_seconds = record["seconds"] - cb.paused
+    result = {
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                    "threads": args.threads, "loadavg": os.getloadavg()},
+        "command": "python benchmarks/bench_training.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "domain": {"kind": args.kind, "entities": args.entities, "facts": len(dom.facts()),
+                   "training_examples": len(data), "test_questions": len(dom.test_qa),
+                   "chance_baseline": dom.chance_baseline()},
+        "lora": lora.to_dict(),
+        "steps": record["steps"],
+        "epochs": record["epochs"],
+        "train_minutes": train_seconds / 60,
+        "seconds_per_step": train_seconds / max(record["steps"], 1),
+        "examples_per_second": record["steps"] * lora.batch_size * lora.gradient_accumulation / train_seconds,
+        "base_domain_accuracy": base_domain.accuracy,
+        "expert_domain_accuracy": expert_domain.accuracy,
+        "general_paired": paired_comparison(base_general, expert_general),
+        "curve": cb.points,
+        "examples": [{"q": q, "expert": p, "ok": c} for q, p, c in
+                     zip(expert_domain.questions[:8], expert_domain.predictions[:8], expert_domain.correct[:8],
+                         strict=True)],
+    }  # fmt: skip
+    write_report(result, Path(args.out))
+    print((Path(args.out) / "training.md").read_text())
+    return 0
+
+
+def write_report(r: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "training.json").write_text(json.dumps(r, indent=2))
+    g = r["general_paired"]
+    lines = [
+        "# Training-core benchmark",
+        "",
+        f"Machine: {r['machine']['platform']}, {r['machine']['cpus']} CPUs, {r['machine']['threads']} torch threads, "
+        f"torch {r['machine']['torch']}; load average at end {r['machine']['loadavg'][0]:.2f}.",
+        f"Command: `{r['command']}`",
+        "",
+        f"Domain: {r['domain']['entities']} invented {r['domain']['kind']}, {r['domain']['facts']} facts, "
+        f"{r['domain']['training_examples']} training examples, {r['domain']['test_questions']} test questions "
+        "worded unlike the training ones.",
+        f"LoRA: r={r['lora']['r']}, alpha={r['lora']['alpha']}, lr={r['lora']['learning_rate']}, "
+        f"batch={r['lora']['batch_size']}, epochs={r['lora']['epochs']}, target={r['lora']['target_modules']}.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| training minutes (evaluation excluded) | {r['train_minutes']:.1f} |",
+        f"| optimizer steps / epochs | {r['steps']} / {r['epochs']:.2f} |",
+        f"| seconds per step | {r['seconds_per_step']:.2f} |",
+        f"| examples per second | {r['examples_per_second']:.2f} |",
+        f"| chance baseline (per attribute, max) | {max(r['domain']['chance_baseline'].values()):.3f} |",
+        f"| base accuracy on test_qa | {r['base_domain_accuracy']:.3f} |",
+        f"| expert accuracy on test_qa | {r['expert_domain_accuracy']:.3f} |",
+        f"| general check set: base | {g['accuracy_before']:.3f} (n={g['n']}) |",
+        f"| general check set: expert forced on | {g['accuracy_after']:.3f} |",
+        f"| general flips right->wrong / wrong->right | {g['flipped_to_wrong']} / {g['flipped_to_right']} "
+        f"(McNemar p={g['mcnemar_p']:.3g}) |",
+        "",
+        "## Domain accuracy against training minutes",
+        "",
+        "| step | minutes | accuracy (curve subset) |",
+        "|---|---|---|",
+        *[f"| {p['step']} | {p['minutes']:.1f} | {p['accuracy']:.2f} |" for p in r["curve"]],
+        "",
+        "## Sample answers (expert)",
+        "",
+        *[f"- {'✔' if e['ok'] else '✘'} {e['q']} → {e['expert']}" for e in r["examples"]],
+    ]
+    (out / "training.md").write_text("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([p["minutes"] for p in r["curve"]], [p["accuracy"] for p in r["curve"]], marker="o")
+    ax.axhline(r["base_domain_accuracy"], color="grey", linestyle="--", label="base")
+    ax.axhline(0.8, color="k", linestyle=":", label="goal 0.8")
+    ax.set_xlabel("training minutes (2 CPU cores)")
+    ax.set_ylabel("domain accuracy (reworded questions)")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "training.png", dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
