@@ -70,6 +70,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--minutes", type=float, default=5.0, help="training-time budget")
     parser.add_argument("--epochs", type=float, default=None, help="override LoRASettings().epochs")
+    parser.add_argument("--lr", type=float, default=None, help="override LoRASettings().learning_rate")
+    parser.add_argument("--skip-general", action="store_true", help="skip the general check set (quick runs)")
     parser.add_argument("--restatements", type=int, default=1, help="restatements per fact in the training data")
     parser.add_argument("--eval-every", type=int, default=20, help="steps between curve points")
     parser.add_argument("--curve-questions", type=int, default=50)
@@ -82,7 +84,8 @@ def main(argv=None) -> int:
     dom = make_synthetic_domain(args.kind, args.entities, seed=args.seed, restatements_per_fact=args.restatements)
     data = dom.documents + dom.train_qa
     general = general_knowledge_questions()
-    lora = LoRASettings() if args.epochs is None else LoRASettings(epochs=args.epochs)
+    overrides = {"epochs": args.epochs, "learning_rate": args.lr}
+    lora = LoRASettings(**{k: v for k, v in overrides.items() if v is not None})
 
     base_domain = evaluate_qa(base, dom.test_qa, max_new_tokens=16)
     print(f"base domain accuracy {base_domain.accuracy:.3f} (chance {max(dom.chance_baseline().values()):.3f})")
@@ -92,6 +95,8 @@ def main(argv=None) -> int:
         adapter = train_lora(base, data, Path(tmp) / "expert", lora=lora, callbacks=[cb])
         record = json.loads((adapter / "adaptive_moe_training.json").read_text())
         expert_domain = evaluate_qa(base, dom.test_qa, adapter=adapter, max_new_tokens=16)
+        if args.skip_general:
+            general = general[:16]
         base_general = evaluate_qa(base, general)
         expert_general = evaluate_qa(base, general, adapter=adapter)
     train_seconds = record["seconds"] - cb.paused
