@@ -312,7 +312,7 @@ class LoRASettings(_Section):
     target_modules: str | list[str] = _f(
         "all-linear", help="modules that get adapters: 'all-linear' or a list of module names"
     )
-    learning_rate: float = _f(3e-3, help="optimizer learning rate (3e-3 learned fastest here: see benchmarks)", gt=0)
+    learning_rate: float = _f(1e-3, help="optimizer learning rate (see benchmarks/results/lr_sweep.md)", gt=0)
     epochs: float = _f(6.0, help="passes over the training data", gt=0)
     batch_size: int = _f(8, help="examples per device step", ge=1)
     gradient_accumulation: int = _f(1, help="steps accumulated before each optimizer update", ge=1)
