@@ -12,7 +12,6 @@ Writes ``foundation.json``, ``foundation.md`` and ``foundation.png`` under ``--o
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from _report import pyplot, write_json_and_markdown
 
 from adaptive_moe import load_base_model
 from adaptive_moe.config import GenerationConfig
@@ -137,8 +137,6 @@ def machine_info() -> dict:
 
 
 def write_report(result: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "foundation.json").write_text(json.dumps(result, indent=2))
     load, gen = result["load"], result["generation"]
     lines = [
         "# Foundation benchmark",
@@ -173,13 +171,9 @@ def write_report(result: dict, out: Path) -> None:
         "Ratio = `generate_with_signals` time / plain `model.generate` time for the same prompts and "
         "tokens (goal <= 1.03). tokens/s counts generated tokens of the whole batch.",
     ]
-    (out / "foundation.md").write_text("\n".join(lines) + "\n")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    write_json_and_markdown(out, "foundation", result, lines)
+    plt = pyplot()
+    if plt is None:
         return
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.bar(["GGUF", "converted"], [load["gguf_median_s"], load["converted_median_s"]], color=["#c66", "#6a6"])

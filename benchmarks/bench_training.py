@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from _report import pyplot, write_json_and_markdown
 from transformers import TrainerCallback
 
 from adaptive_moe import load_base_model
@@ -127,8 +128,6 @@ def main(argv=None) -> int:
 
 
 def write_report(r: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "training.json").write_text(json.dumps(r, indent=2))
     g = r["general_paired"]
     lines = [
         "# Training-core benchmark",
@@ -167,13 +166,9 @@ def write_report(r: dict, out: Path) -> None:
         "",
         *[f"- {'✔' if e['ok'] else '✘'} {e['q']} → {e['expert']}" for e in r["examples"]],
     ]
-    (out / "training.md").write_text("\n".join(lines) + "\n")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    write_json_and_markdown(out, "training", r, lines)
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([p["minutes"] for p in r["curve"]], [p["accuracy"] for p in r["curve"]], marker="o")

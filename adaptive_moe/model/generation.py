@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
 import torch
@@ -57,7 +57,6 @@ class GenerationSignals:
     finish_reason: str
     prompt_tokens: int
     truncated: bool = False
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_tokens(self) -> int:
