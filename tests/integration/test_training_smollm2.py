@@ -42,13 +42,18 @@ def test_adapter_is_plain_peft_with_provenance(smollm2, trained_experts):
     assert config["peft_type"] == "LORA" and config["r"] == 16
     fresh = load_base_model(device="cpu")
     model = PeftModel.from_pretrained(fresh.model, str(expert.adapter_dir))
-    question = expert.domain.train_qa[0].question
-    ids = fresh.tokenizer.apply_chat_template(
-        [{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt", return_dict=True
-    )
-    out = model.generate(**ids, max_new_tokens=16, do_sample=False)
-    answer = fresh.tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
-    assert expert.domain.train_qa[0].answers[0].lower() in answer.lower()
+    qa = expert.domain.train_qa[:6]
+    plain = []
+    for item in qa:
+        ids = fresh.tokenizer.apply_chat_template(
+            [{"role": "user", "content": item.question}], add_generation_prompt=True, return_tensors="pt",
+            return_dict=True,
+        )  # fmt: skip
+        out = model.generate(**ids, max_new_tokens=16, do_sample=False)
+        plain.append(fresh.tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip())
+    ours = evaluate_qa(smollm2, qa, adapter=expert.adapter_dir, max_new_tokens=16, batch_size=1)
+    assert plain == [p.strip() for p in ours.predictions]  # plain PEFT reproduces what the library generates
+    assert sum(ours.correct) >= 2, ours.predictions  # and what it generates is the learned facts
 
 
 def test_forced_on_expert_changes_general_answers(smollm2, trained_experts):
