@@ -21,6 +21,12 @@ def _load_config(path: str | None) -> AdaptiveMoEConfig:
     return AdaptiveMoEConfig.from_yaml(path) if path else AdaptiveMoEConfig()
 
 
+def _usage_error(message: str) -> SystemExit:
+    """A usage error: one line on stderr and exit code 2, as argparse does."""
+    print(f"adaptive-moe: error: {message}", file=sys.stderr)
+    return SystemExit(2)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import format_rows, run_signals_demo
 
@@ -50,12 +56,47 @@ def cmd_config(args: argparse.Namespace) -> int:
     elif args.action == "check":
         path = args.file or args.config
         if not path:
-            raise SystemExit("adaptive-moe config check: give a config file")
+            raise _usage_error("config check: give a config file")
         AdaptiveMoEConfig.from_yaml(path)
         print(f"{path}: valid")
     else:  # keys
         for key, default, help_ in config_help():
             print(f"{key:<36} {default:<34} {help_}")
+    return 0
+
+
+def cmd_experts(args: argparse.Namespace) -> int:
+    from .experts import ExpertRegistry
+
+    cfg = _load_config(args.config)
+    registry = ExpertRegistry(args.registry or cfg.registry_path, allow_pickle=cfg.pool.allow_pickle)
+    if args.action == "list":
+        cards = registry.list()
+        if args.json:
+            print(json.dumps([c.to_dict() for c in cards], indent=2))
+        for card in [] if args.json else cards:
+            print(card.summary())
+        if not cards and not args.json:
+            print(f"no experts in {registry.root}")
+        return 0
+    if not args.name:
+        raise _usage_error(f"experts {args.action}: give an expert name")
+    if args.action == "show":
+        print(json.dumps(registry.card(args.name, args.version).to_dict(), indent=2))
+    elif args.action == "remove":
+        registry.remove(args.name, args.version)
+        print(f"removed {args.name}" + (f" v{args.version}" if args.version else ""))
+    else:  # import
+        if not args.path:
+            raise _usage_error("experts import: give --path, the PEFT adapter folder")
+        base = None
+        if args.check:
+            from .model import load_base_model
+
+            base = load_base_model(cfg.model)
+        card = registry.import_adapter(args.path, args.name, domain=args.domain or "", base=base,
+                                       new_version=args.new_version)  # fmt: skip
+        print(f"imported {card.summary()} into {registry.root}")
     return 0
 
 
@@ -101,6 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("show", "check", "keys"))
     p.add_argument("file", nargs="?", help="config file (default: --config, else the defaults)")
     p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("experts", parents=[common], help="list, show, remove or import experts")
+    p.add_argument("action", choices=("list", "show", "remove", "import"))
+    p.add_argument("name", nargs="?", help="expert name (show, remove, import)")
+    p.add_argument("--path", help="import: the PEFT adapter folder")
+    p.add_argument("--domain", help="import: what the expert covers")
+    p.add_argument("--version", type=int, default=None, help="show/remove: one version (default: latest/all)")
+    p.add_argument("--new-version", action="store_true", help="import: add a version of an existing name")
+    p.add_argument("--check", action="store_true", help="import: load the base model and check the adapter fits")
+    p.add_argument("--registry", help="registry folder (default: pool.registry in the config's workspace)")
+    p.add_argument("--json", action="store_true", help="list: print the cards as JSON")
+    p.set_defaults(func=cmd_experts)
 
     p = sub.add_parser("info", parents=[common], help="versions, device and cache folder")
     p.set_defaults(func=cmd_info)

@@ -100,6 +100,10 @@ class _Section:
             raise ConfigError(f"invalid {cls.__name__}:", problems)
         return obj
 
+    def replace(self, **changes: Any) -> Any:
+        """A validated copy with some fields changed: ``generation.replace(max_new_tokens=16)``."""
+        return type(self).from_dict({**self.to_dict(), **changes})
+
 
 def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
     if not isinstance(data, dict):
@@ -276,6 +280,7 @@ class PoolConfig(_Section):
     capacity: int = _f(8, help="most experts resident at once", ge=1)
     max_bytes: int | None = _f(None, help="most bytes of adapter weights resident at once; null: no limit", gt=0)
     allow_pickle: bool = _f(False, help="allow pickled adapter weights (.bin); off means safetensors only")
+    registry: str = _f("experts", help="expert registry folder, relative to the workspace (or absolute)")
 
 
 @dataclass
@@ -355,6 +360,16 @@ class AdaptiveMoEConfig(_Section):
 
     def _extra_problems(self) -> list[str]:
         return [] if self.workspace.strip() else ["workspace: must not be empty"]
+
+    def workspace_path(self, relative: str = "") -> Path:
+        """A path in the workspace (``relative`` as given when it is absolute)."""
+        path = Path(relative).expanduser()
+        return path if path.is_absolute() else Path(self.workspace).expanduser() / path
+
+    @property
+    def registry_path(self) -> Path:
+        """Where this system's experts are stored (``pool.registry`` in the workspace)."""
+        return self.workspace_path(self.pool.registry)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> AdaptiveMoEConfig:

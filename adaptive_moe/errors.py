@@ -55,6 +55,19 @@ class ConversionError(AdaptiveMoEError, RuntimeError):
     """Converting the embedded model into the cache failed (unreadable GGUF, full or read-only disk)."""
 
 
+class IncompatibleExpertError(AdaptiveMoEError, ValueError):
+    """An expert does not fit the base model (other base, modules the base lacks, other shapes)."""
+
+
+class CorruptExpertError(AdaptiveMoEError, ValueError):
+    """An expert's files on disk cannot be read (truncated or corrupt weights, unreadable card)."""
+
+
+class ModelBusyError(AdaptiveMoEError, RuntimeError):
+    """The base model is in a state that forbids the call (for example experts resident in a pool
+    while a LoRA is trained on the same base)."""
+
+
 class MissingDependencyError(AdaptiveMoEError, ImportError):
     """An optional dependency is missing. The message says what to install."""
 

@@ -86,3 +86,33 @@ def make_tiny_model(folder: str | Path, arch: str = "llama", chat_template: bool
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def make_random_adapter(
+    model,
+    folder: str | Path,
+    *,
+    r: int = 4,
+    target_modules: str | list[str] = "all-linear",
+    seed: int = 0,
+    scale: float = 0.5,
+    bias: str = "none",
+    safe_serialization: bool = True,
+) -> Path:
+    """Write a plain PEFT LoRA adapter with random (non-zero) A and B matrices for ``model`` to
+    ``folder``, exactly as ``get_peft_model(...).save_pretrained()`` would; the model is left as it was.
+    Outputs change visibly when it is on, which is what pool and routing tests need."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=target_modules, bias=bias, init_lora_weights=False)
+    peft_model = get_peft_model(model, config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * scale)
+    peft_model.save_pretrained(str(folder), safe_serialization=safe_serialization)
+    peft_model.unload()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return Path(folder)

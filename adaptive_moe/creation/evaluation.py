@@ -69,8 +69,7 @@ def evaluate_qa(
     questions, golds = _split_qa(qa)
     judge = get_scorer(scorer)
     gen = generation or GenerationConfig()
-    gen = GenerationConfig.from_dict({**gen.to_dict(), "max_new_tokens": max_new_tokens, "batch_size": batch_size,
-                                      "do_sample": False})  # fmt: skip
+    gen = gen.replace(max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=False)
     if adapter is not None:
         with attached_adapter(base, adapter):
             signals = base.generate_with_signals(questions, gen)

@@ -26,7 +26,7 @@ import torch
 
 from ..config import GenerationConfig, LoRASettings
 from ..errors import InvalidInputError, OutputExistsError
-from ..model.adapters import ModelState
+from ..model.adapters import ModelState, ensure_no_pooled_adapters
 from ..model.generation import render_prompt
 from ..model.loading import BaseModel
 from ..utils.io import atomic_directory, atomic_write_text
@@ -270,53 +270,56 @@ def train_lora(
 
     train_set = Dataset.from_list(rows)
     eval_set = Dataset.from_list(eval_rows) if eval_rows else None
-    model = base.model
-    state = ModelState.capture(model)
-    peft_model = _attach_lora(model, peft_config(lora, model))
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="adaptive_moe_train_") as run_dir:
-        args = _training_arguments(TrainingArguments, lora, run_dir, base, eval_set is not None, max_steps, progress)
-        trainer_callbacks = list(callbacks)
-        if eval_set is not None and early_stopping_patience:
-            trainer_callbacks.append(EarlyStoppingCallback(early_stopping_patience=early_stopping_patience))
-        try:
-            trainer = Trainer(
-                model=peft_model,
-                args=args,
-                train_dataset=train_set,
-                eval_dataset=eval_set,
-                data_collator=_Collator(base.tokenizer.pad_token_id),
-                callbacks=trainer_callbacks,
-            )
-            result = trainer.train()
-            seconds = time.perf_counter() - started
-            record = {
-                "base_fingerprint": base.fingerprint,
-                "base_name": base.name,
-                "lora": lora.to_dict(),
-                "data": {"sha256": data_fingerprint(examples), **stats,
-                         "qa_pairs": sum(e.is_qa for e in examples),
-                         "documents": sum(not e.is_qa for e in examples),
-                         "eval_examples": len(eval_rows or [])},
-                "train_loss": result.training_loss,
-                "steps": result.global_step,
-                "epochs": trainer.state.epoch,
-                "seconds": seconds,
-                "seconds_per_step": seconds / max(result.global_step, 1),
-                "examples_per_second": result.metrics.get("train_samples_per_second"),
-                "best_eval_loss": trainer.state.best_metric,
-                "log_history": [h for h in trainer.state.log_history if "loss" in h or "eval_loss" in h],
-            }  # fmt: skip
-            with atomic_directory(output_dir, replace=overwrite) as tmp:
-                peft_model.save_pretrained(tmp, safe_serialization=True)
-                atomic_write_text(tmp / TRAINING_RECORD, json.dumps(record, indent=2, default=str))
-        finally:
-            _detach_lora(peft_model)
-            state.restore(model)
-    logger.info(
-        "trained LoRA %s: %d steps in %.0f s, loss %.3f", output_dir, record["steps"], seconds, record["train_loss"]
-    )
-    return output_dir
+    with base.lock:  # one owner of the model while adapters are attached
+        ensure_no_pooled_adapters(base)
+        model = base.model
+        state = ModelState.capture(model)
+        peft_model = _attach_lora(model, peft_config(lora, model))
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="adaptive_moe_train_") as run_dir:
+            has_eval = eval_set is not None
+            args = _training_arguments(TrainingArguments, lora, run_dir, base, has_eval, max_steps, progress)
+            trainer_callbacks = list(callbacks)
+            if eval_set is not None and early_stopping_patience:
+                trainer_callbacks.append(EarlyStoppingCallback(early_stopping_patience=early_stopping_patience))
+            try:
+                trainer = Trainer(
+                    model=peft_model,
+                    args=args,
+                    train_dataset=train_set,
+                    eval_dataset=eval_set,
+                    data_collator=_Collator(base.tokenizer.pad_token_id),
+                    callbacks=trainer_callbacks,
+                )
+                result = trainer.train()
+                seconds = time.perf_counter() - started
+                record = {
+                    "base_fingerprint": base.fingerprint,
+                    "base_name": base.name,
+                    "lora": lora.to_dict(),
+                    "data": {"sha256": data_fingerprint(examples), **stats,
+                             "qa_pairs": sum(e.is_qa for e in examples),
+                             "documents": sum(not e.is_qa for e in examples),
+                             "eval_examples": len(eval_rows or [])},
+                    "train_loss": result.training_loss,
+                    "steps": result.global_step,
+                    "epochs": trainer.state.epoch,
+                    "seconds": seconds,
+                    "seconds_per_step": seconds / max(result.global_step, 1),
+                    "examples_per_second": result.metrics.get("train_samples_per_second"),
+                    "best_eval_loss": trainer.state.best_metric,
+                    "log_history": [h for h in trainer.state.log_history if "loss" in h or "eval_loss" in h],
+                }  # fmt: skip
+                with atomic_directory(output_dir, replace=overwrite) as tmp:
+                    peft_model.save_pretrained(tmp, safe_serialization=True)
+                    atomic_write_text(tmp / TRAINING_RECORD, json.dumps(record, indent=2, default=str))
+            finally:
+                _detach_lora(peft_model)
+                state.restore(model)
+        logger.info(
+            "trained LoRA %s: %d steps in %.0f s, loss %.3f", output_dir, record["steps"], seconds, record["train_loss"]
+        )
+        return output_dir
 
 
 def _training_arguments(cls, lora, run_dir, base, has_eval, max_steps, progress):

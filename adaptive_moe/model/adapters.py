@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, ModelNotFoundError
+from ..errors import ConfigError, ModelBusyError, ModelNotFoundError
 
 
 @dataclass
@@ -58,6 +58,15 @@ def check_adapter_folder(path: str | Path, allow_pickle: bool = False) -> Path:
     raise ModelNotFoundError(f"adapter folder {str(path)!r} holds no weights (adapter_model.safetensors)")
 
 
+def ensure_no_pooled_adapters(base) -> None:
+    """Training or attaching an adapter needs the plain base: refuse while a pool has experts loaded."""
+    host = getattr(base, "adapter_host", None)
+    if host is not None and host.slots:
+        raise ModelBusyError(
+            f"{len(host.slots)} experts are loaded on this base by an ExpertPool; call pool.clear() first"
+        )
+
+
 @contextlib.contextmanager
 def attached_adapter(base, adapter_dir: str | Path, *, allow_pickle: bool = False) -> Iterator[Any]:
     """Within the block, ``base.model`` (and so ``base.generate_with_signals``) runs with the adapter;
@@ -65,11 +74,13 @@ def attached_adapter(base, adapter_dir: str | Path, *, allow_pickle: bool = Fals
     from peft import PeftModel
 
     adapter_dir = check_adapter_folder(adapter_dir, allow_pickle)
-    state = ModelState.capture(base.model)
-    peft_model = PeftModel.from_pretrained(base.model, str(adapter_dir), is_trainable=False)
-    peft_model.eval()
-    try:
-        yield peft_model
-    finally:
-        peft_model.base_model.unload()
-        state.restore(base.model)
+    with base.lock:
+        ensure_no_pooled_adapters(base)
+        state = ModelState.capture(base.model)
+        peft_model = PeftModel.from_pretrained(base.model, str(adapter_dir), is_trainable=False)
+        peft_model.eval()
+        try:
+            yield peft_model
+        finally:
+            peft_model.base_model.unload()
+            state.restore(base.model)

@@ -230,7 +230,7 @@ def generate_with_signals(
     """See :meth:`BaseModel.generate_with_signals`."""
     generation = generation or GenerationConfig()
     if overrides:
-        generation = GenerationConfig.from_dict({**generation.to_dict(), **overrides})
+        generation = generation.replace(**overrides)
     else:
         generation.validate()
     items = normalize_prompts(prompts)

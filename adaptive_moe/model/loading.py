@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import logging
+import threading
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,9 @@ class BaseModel:
         fingerprint: hex digest over the model's name, architecture config and weights; adapters
             record it so they are only used on the base they were trained for.
         config: the :class:`~adaptive_moe.config.ModelConfig` it was loaded from.
+        lock: re-entrant lock held by every call that runs or changes the model. Adapters live in the
+            model's modules (PEFT injects them in place) and which one is active is shared state, so
+            one thread at a time owns the model; generation and the expert pool both take this lock.
     """
 
     def __init__(self, model, tokenizer, config: ModelConfig, fingerprint: str, name: str):
@@ -67,6 +71,8 @@ class BaseModel:
         self.config = config
         self.fingerprint = fingerprint
         self.name = name
+        self.lock = threading.RLock()
+        self.adapter_host = None  # set by the expert pool while adapters are injected (experts.host)
 
     @property
     def device(self) -> torch.device:
@@ -105,7 +111,8 @@ class BaseModel:
         """
         from .generation import generate_with_signals
 
-        return generate_with_signals(self, prompts, generation, **overrides)
+        with self.lock:
+            return generate_with_signals(self, prompts, generation, **overrides)
 
     def __repr__(self) -> str:
         return (

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -72,3 +73,34 @@ def test_quickstart_example_runs(tiny_llama_dir, capsys):
         sys.argv = argv
     out = capsys.readouterr().out
     assert out.count("Q: ") == 2 and "mean log-prob=" in out
+
+
+def test_experts_commands(tmp_path, tiny_llama_dir, capsys):
+    from adaptive_moe import load_base_model
+    from adaptive_moe.testing import make_random_adapter
+
+    adapter = make_random_adapter(load_base_model(name_or_path=str(tiny_llama_dir)).model, tmp_path / "ad")
+    cfg = yaml.safe_load(Path(_config(tmp_path, tiny_llama_dir)).read_text())
+    cfg["workspace"] = str(tmp_path / "ws")
+    (tmp_path / "ws.yaml").write_text(yaml.safe_dump(cfg))
+    common = ["--config", str(tmp_path / "ws.yaml")]
+    assert cli.main(["experts", "list", *common]) == 0
+    assert "no experts" in capsys.readouterr().out
+    assert (
+        cli.main(["experts", "import", "people", "--path", str(adapter), "--domain", "invented", "--check", *common])
+        == 0
+    )
+    assert "imported people v1 (lora): invented" in capsys.readouterr().out
+    assert (tmp_path / "ws" / "experts" / "people" / "v1" / "expert.json").is_file()
+    assert cli.main(["experts", "list", "--json", *common]) == 0
+    assert [c["name"] for c in json.loads(capsys.readouterr().out)] == ["people"]
+    assert cli.main(["experts", "show", "people", *common]) == 0
+    assert json.loads(capsys.readouterr().out)["base_fingerprint"]
+    assert cli.main(["experts", "import", "people", "--path", str(adapter), *common]) == 1
+    assert "new_version=True" in capsys.readouterr().err
+    assert cli.main(["experts", "remove", "people", *common]) == 0
+    assert cli.main(["experts", "show", "people", *common]) == 1
+    assert "unknown expert 'people'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        cli.main(["experts", "show", *common])
+    assert info.value.code == 2

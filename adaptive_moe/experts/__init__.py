@@ -1,0 +1,21 @@
+"""Experts on one shared base model: classes users extend, the on-disk registry, and the LRU pool."""
+
+from .card import ExpertCard, validate_expert_name
+from .expert import Expert, LoRAExpert, expert_class, read_adapter_layout, register_expert_kind
+from .host import AdapterHost
+from .pool import ExpertPool, PoolStats
+from .registry import ExpertRegistry
+
+__all__ = [
+    "AdapterHost",
+    "Expert",
+    "ExpertCard",
+    "ExpertPool",
+    "ExpertRegistry",
+    "LoRAExpert",
+    "PoolStats",
+    "expert_class",
+    "read_adapter_layout",
+    "register_expert_kind",
+    "validate_expert_name",
+]

@@ -1,0 +1,144 @@
+"""The one owner of the PEFT adapters injected into a base model.
+
+PEFT puts LoRA layers into the model's modules in place, and which adapter is active is state shared by
+every caller of the model. The host keeps that state safe:
+
+- adapters live in named *slots* (``"slot3"``), all **disabled** except inside :meth:`activated`, so
+  the base route (``base.generate_with_signals`` outside an activation) is exactly the base model;
+- every change and every activation holds ``base.lock``;
+- a slot can be refilled with another adapter of the same shapes by copying weights into it
+  (hot-swap), far cheaper than building modules anew;
+- when the last slot goes, the LoRA layers are taken out (``unload``) and the model is its plain self.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import IncompatibleExpertError, ModelBusyError
+from ..model.adapters import ModelState
+
+logger = logging.getLogger(__name__)
+
+
+class AdapterHost:
+    """Adapter slots on one base model. Get it with :meth:`of`; the expert pool is its usual user."""
+
+    def __init__(self, base) -> None:
+        self.base = base
+        self.peft_model = None
+        self._state: ModelState | None = None
+        self._slot_bytes: dict[str, int] = {}
+        self._active: tuple[str, ...] | None = None
+        self._ids = itertools.count()
+
+    @classmethod
+    def of(cls, base) -> AdapterHost:
+        """The host of ``base``, created on first use."""
+        with base.lock:
+            if base.adapter_host is None:
+                base.adapter_host = cls(base)
+            return base.adapter_host
+
+    @property
+    def slots(self) -> list[str]:
+        return list(self._slot_bytes)
+
+    def slot_bytes(self, slot: str) -> int:
+        return self._slot_bytes.get(slot, 0)
+
+    @property
+    def resident_bytes(self) -> int:
+        return sum(self._slot_bytes.values())
+
+    # -- loading -----------------------------------------------------------------------------------
+    def add(self, folder: str | Path) -> str:
+        """Load the PEFT adapter in ``folder`` into a new slot; returns the slot's name."""
+        from peft import PeftModel
+
+        with self.base.lock:
+            slot = f"slot{next(self._ids)}"
+            if self.peft_model is None:
+                self._state = ModelState.capture(self.base.model)
+                self.peft_model = PeftModel.from_pretrained(
+                    self.base.model, str(folder), adapter_name=slot, is_trainable=False, low_cpu_mem_usage=True
+                )
+            else:
+                self.peft_model.load_adapter(str(folder), adapter_name=slot, is_trainable=False, low_cpu_mem_usage=True)
+            self._freeze()
+            self._slot_bytes[slot] = self._measure(slot)
+            return slot
+
+    def swap(self, slot: str, state_dict: dict[str, Any], config) -> None:
+        """Copy the weights of another adapter of the same shapes into ``slot`` (hot-swap)."""
+        from peft.utils.hotswap import hotswap_adapter_from_state_dict
+
+        if slot not in self._slot_bytes:
+            raise ModelBusyError(f"no adapter slot {slot!r} to swap into; slots: {self.slots}")
+        mapped = {_slot_key(k, slot): v for k, v in state_dict.items()}
+        with self.base.lock:
+            try:
+                hotswap_adapter_from_state_dict(self.peft_model, mapped, slot, config)
+            except (RuntimeError, ValueError) as e:
+                raise IncompatibleExpertError(f"adapter cannot be swapped into slot {slot!r}: {e}") from None
+            self._freeze()
+
+    def remove(self, slot: str) -> None:
+        """Delete a slot and release its memory; the last slot takes the LoRA layers out entirely."""
+        with self.base.lock:
+            if slot not in self._slot_bytes:
+                return
+            del self._slot_bytes[slot]
+            self._active = None
+            if not self._slot_bytes:
+                self.peft_model.base_model.unload()  # original modules back, adapter weights dropped
+                self._state.restore(self.base.model)
+                self.peft_model = None
+                self.base.adapter_host = None
+                return
+            self.peft_model.delete_adapter(slot)  # this may make another adapter active: disable again
+            self._disable()
+
+    # -- use -----------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def activated(self, slots: str | Sequence[str]) -> Iterator[Any]:
+        """Within the block the model runs with ``slots`` active (their outputs summed when several);
+        afterwards every adapter is disabled again. Holds ``base.lock`` throughout. Yields the PeftModel."""
+        slots = (slots,) if isinstance(slots, str) else tuple(slots)
+        missing = [s for s in slots if s not in self._slot_bytes]
+        if missing or not slots:
+            raise ModelBusyError(f"adapter slots {missing or slots} are not loaded; loaded: {self.slots}")
+        with self.base.lock:
+            if self._active != slots:
+                self.peft_model.base_model.set_adapter(list(slots) if len(slots) > 1 else slots[0], inference_mode=True)
+                self._active = slots
+            self.peft_model.base_model.enable_adapter_layers()
+            try:
+                yield self.peft_model
+            finally:
+                self._disable()
+
+    def _disable(self) -> None:
+        self.peft_model.base_model.disable_adapter_layers()
+
+    def _freeze(self) -> None:
+        for p in self.peft_model.parameters():
+            p.requires_grad_(False)
+        self.peft_model.eval()
+        self._active = None
+        self._disable()
+
+    def _measure(self, slot: str) -> int:
+        marker = f".{slot}."
+        return sum(p.numel() * p.element_size() for n, p in self.peft_model.named_parameters() if marker in n)
+
+
+def _slot_key(key: str, slot: str) -> str:
+    """``...q_proj.lora_A.weight`` (as saved) -> ``...q_proj.lora_A.<slot>.weight`` (as in the model)."""
+    head, _, leaf = key.rpartition(".")
+    return f"{head}.{slot}.{leaf}"
