@@ -42,6 +42,8 @@ class GenerationSignals:
         prompt_hidden: ``(hidden,)`` float32, last layer's (normalised) hidden state at the prompt's final
             token: the state from which the first answer token is predicted.
         prompt_hidden_mean: ``(hidden,)`` float32, the same layer mean-pooled over the prompt's tokens.
+        query_hidden: ``(hidden,)`` float32, the same layer mean-pooled over the tokens of the user's
+            (last) message only, without the chat template around it: what the query is about.
         finish_reason: ``"eos"``, ``"stop"`` (a stop string) or ``"length"`` (max_new_tokens reached).
         prompt_tokens: prompt length in tokens after templating (and truncation).
         truncated: the prompt was cut from the left to fit the context.
@@ -57,6 +59,7 @@ class GenerationSignals:
     finish_reason: str
     prompt_tokens: int
     truncated: bool = False
+    query_hidden: torch.Tensor | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -77,6 +80,8 @@ class GenerationSignals:
         if hidden:
             out["prompt_hidden"] = self.prompt_hidden.tolist()
             out["prompt_hidden_mean"] = self.prompt_hidden_mean.tolist()
+            if self.query_hidden is not None:
+                out["query_hidden"] = self.query_hidden.tolist()
         return out
 
 
@@ -139,10 +144,34 @@ def render_prompt(base: BaseModel, prompt: Prompt, generation: GenerationConfig)
     return "\n".join(lines) + "\nAssistant:"
 
 
+def _query_text(prompt: Prompt) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    users = [m["content"] for m in prompt if m["role"] == "user"]
+    return users[-1] if users else prompt[-1]["content"]
+
+
+def _query_token_mask(tok, text: str, query: str, n_ids: int) -> list[int]:
+    """1 for the tokens of ``text`` that lie inside the last occurrence of ``query`` (the user's words
+    inside the rendered prompt), else 0; all ones when that cannot be told (slow tokenizer, rewritten text)."""
+    start = text.rfind(query.strip())
+    if start < 0:
+        return [1] * n_ids
+    end = start + len(query.strip())
+    try:
+        offsets = tok(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    except (NotImplementedError, ValueError, TypeError):
+        return [1] * n_ids
+    mask = [int(a < end and b > start) for a, b in offsets]
+    mask = ([0] * (n_ids - len(mask)) + mask)[-n_ids:]  # special tokens added in front, if any
+    return mask if any(mask) else [1] * n_ids
+
+
 def encode_prompts(
-    base: BaseModel, prompts: list[Prompt], generation: GenerationConfig
+    base: BaseModel, prompts: list[Prompt], generation: GenerationConfig, *, query_mask: bool = False
 ) -> tuple[dict[str, torch.Tensor], list[bool]]:
-    """Tokenize, truncate from the left per config, and left-pad into one batch."""
+    """Tokenize, truncate from the left per config, and left-pad into one batch. With ``query_mask``
+    the batch also holds ``"query_mask"``: 1 on the tokens of each prompt's (last) user message."""
     tok = base.tokenizer
     limit = base.config.max_input_tokens
     if base.context_length is not None:
@@ -154,9 +183,12 @@ def encode_prompts(
             )
         limit = room if limit is None else min(limit, room)
     templated = generation.use_chat_template and base.has_chat_template
-    rows, truncated = [], []
+    rows, truncated, masks = [], [], []
     for i, prompt in enumerate(prompts):
-        ids = tok(render_prompt(base, prompt, generation), add_special_tokens=not templated)["input_ids"]
+        text = render_prompt(base, prompt, generation)
+        ids = tok(text, add_special_tokens=not templated)["input_ids"]
+        if query_mask:
+            masks.append(_query_token_mask(tok, text, _query_text(prompt), len(ids)))
         cut = limit is not None and len(ids) > limit
         if cut:
             if base.config.truncation == "error":
@@ -166,9 +198,14 @@ def encode_prompts(
                 )
             logger.warning("prompt %d is %d tokens; keeping its last %d (model.truncation=left)", i, len(ids), limit)
             ids = ids[-limit:]
+            if query_mask:
+                masks[-1] = masks[-1][-limit:] if any(masks[-1][-limit:]) else [1] * limit
         rows.append(ids)
         truncated.append(cut)
     batch = tok.pad({"input_ids": rows}, padding=True, return_tensors="pt", padding_side="left")
+    if query_mask:
+        width = batch["input_ids"].shape[1]
+        batch["query_mask"] = torch.tensor([[0] * (width - len(m)) + m for m in masks])
     return {k: v.to(base.device) for k, v in batch.items()}, truncated
 
 
@@ -242,7 +279,8 @@ def generate_with_signals(
 
 @torch.inference_mode()
 def _generate_batch(base: BaseModel, prompts: list[Prompt], generation: GenerationConfig) -> list[GenerationSignals]:
-    batch, truncated = encode_prompts(base, prompts, generation)
+    batch, truncated = encode_prompts(base, prompts, generation, query_mask=True)
+    query_mask = batch.pop("query_mask")
     kwargs = build_generate_kwargs(base, generation)
     with capture_prompt_states(base.model) as captured, _seeded(generation.seed, base.device):
         result = base.model.generate(**batch, **kwargs, return_dict_in_generate=True, output_logits=True)
@@ -253,7 +291,8 @@ def _generate_batch(base: BaseModel, prompts: list[Prompt], generation: Generati
     states = captured["states"]  # (B, P, H)
     mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)  # (B, P, 1)
     hidden_last = states[:, -1, :].float().cpu()  # left padding: the last position is real
-    hidden_mean = ((states * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu()
+    hidden_mean = _masked_mean(states, mask)
+    hidden_query = _masked_mean(states, query_mask.unsqueeze(-1).to(states.dtype))
 
     eos = kwargs["eos_token_id"]
     eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
@@ -288,9 +327,63 @@ def _generate_batch(base: BaseModel, prompts: list[Prompt], generation: Generati
                 finish_reason=reason,
                 prompt_tokens=int(batch["attention_mask"][row].sum()),
                 truncated=truncated[row],
+                query_hidden=hidden_query[row],
             )
         )
     return signals
+
+
+def _masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return ((states * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu()
+
+
+@dataclass
+class PromptStates:
+    """The prompt's hidden states without generating: what a ``pre`` routing decision sees.
+
+    Attributes: ``prompt``; ``prompt_hidden`` (last token), ``prompt_hidden_mean`` (all tokens) and
+    ``query_hidden`` (the user's tokens), each ``(hidden,)`` float32, exactly as in
+    :class:`GenerationSignals`; ``prompt_tokens``.
+    """
+
+    prompt: Prompt
+    prompt_hidden: torch.Tensor
+    prompt_hidden_mean: torch.Tensor
+    query_hidden: torch.Tensor
+    prompt_tokens: int
+
+
+@torch.inference_mode()
+def encode_prompt_states(
+    base: BaseModel, prompts: Any, generation: GenerationConfig | None = None, **overrides: Any
+) -> list[PromptStates]:
+    """One forward pass over the prompts (the prefill of generation, no new tokens): their hidden
+    states, equal to those :func:`generate_with_signals` reports."""
+    generation = generation or GenerationConfig()
+    generation = generation.replace(**overrides) if overrides else generation
+    items = normalize_prompts(prompts)
+    out: list[PromptStates] = []
+    for start in range(0, len(items), generation.batch_size):
+        chunk = items[start : start + generation.batch_size]
+        batch, _ = encode_prompts(base, chunk, generation, query_mask=True)
+        query_mask = batch.pop("query_mask")
+        # positions as generate() makes them for a left-padded batch, so the states are the same
+        positions = (batch["attention_mask"].long().cumsum(-1) - 1).masked_fill(batch["attention_mask"] == 0, 0)
+        batch = {**batch, "position_ids": positions}
+        with base.lock, capture_prompt_states(base.model) as captured:
+            decoder = base.model.get_decoder() if hasattr(base.model, "get_decoder") else None
+            if decoder is not None:
+                decoder(**batch)
+            else:
+                base.model(**batch)
+        states = captured["states"]
+        mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+        last, mean = states[:, -1, :].float().cpu(), _masked_mean(states, mask)
+        query = _masked_mean(states, query_mask.unsqueeze(-1).to(states.dtype))
+        for row, prompt in enumerate(chunk):
+            tokens = int(batch["attention_mask"][row].sum())
+            out.append(PromptStates(prompt, last[row], mean[row], query[row], tokens))
+    return out
 
 
 def _cut_at_stop(tokenizer, ids: list[int], text: str, stops: list[str]) -> tuple[list[int], str, bool]:

@@ -114,6 +114,13 @@ class BaseModel:
         with self.lock:
             return generate_with_signals(self, prompts, generation, **overrides)
 
+    def prompt_states(self, prompts: Any, generation: GenerationConfig | None = None, **overrides: Any) -> list:
+        """The prompts' hidden states from one forward pass, without generating (what a ``pre``
+        routing decision needs): a list of :class:`~adaptive_moe.model.generation.PromptStates`."""
+        from .generation import encode_prompt_states
+
+        return encode_prompt_states(self, prompts, generation, **overrides)
+
     def __repr__(self) -> str:
         return (
             f"BaseModel(name={self.name!r}, precision={self.precision!r}, device={str(self.device)!r}, "

@@ -173,3 +173,35 @@ def test_long_prompt_on_learned_positions_model(tiny_gpt2_dir):
     s = base.generate_with_signals("word " * 300, max_new_tokens=8)[0]
     assert s.truncated and s.prompt_tokens == 120
     assert s.num_tokens <= 8
+
+
+def test_query_hidden_pools_only_the_users_words(tiny_base):
+    from adaptive_moe.config import GenerationConfig
+    from adaptive_moe.model.generation import encode_prompts
+
+    prompt = "Who wrote Hamlet?"
+    batch, _ = encode_prompts(tiny_base, [prompt, "A much longer question about the capital of France?"],
+                              GenerationConfig(), query_mask=True)  # fmt: skip
+    row = batch["input_ids"][0][batch["query_mask"][0].bool()]
+    assert tiny_base.tokenizer.decode(row).strip() == prompt  # exactly the user's tokens, no template
+    assert batch["query_mask"][0].sum() < batch["attention_mask"][0].sum()
+    s = tiny_base.generate_with_signals([prompt], max_new_tokens=2)[0]
+    assert s.query_hidden.shape == s.prompt_hidden.shape and not torch.allclose(s.query_hidden, s.prompt_hidden_mean)
+    chat = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+        {"role": "user", "content": prompt},
+    ]
+    batch, _ = encode_prompts(tiny_base, [chat], GenerationConfig(), query_mask=True)
+    row = batch["input_ids"][0][batch["query_mask"][0].bool()]
+    assert tiny_base.tokenizer.decode(row).strip() == prompt  # the last user turn, not "Hi"
+
+
+def test_prompt_states_without_generating_equal_those_of_generation(tiny_base):
+    prompts = ["Who wrote Hamlet?", "What is the capital of France? Answer in one word please."]
+    signals = tiny_base.generate_with_signals(prompts, max_new_tokens=3)
+    states = tiny_base.prompt_states(prompts)
+    for s, p in zip(signals, states, strict=True):
+        assert p.prompt_tokens == s.prompt_tokens
+        for name in ("prompt_hidden", "prompt_hidden_mean", "query_hidden"):
+            assert torch.allclose(getattr(p, name), getattr(s, name), atol=1e-5), name
