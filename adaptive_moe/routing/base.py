@@ -1,0 +1,170 @@
+"""Routers: from what the base model showed about a query to a route.
+
+A :class:`Router` implements one method, :meth:`Router.score`, returning the base model's calibrated
+confidence and a match score per expert; the concrete :meth:`Router.route` turns those into a
+:class:`RouteDecision` with the config's threshold, ``min_match_score`` and ``top_k``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+from ..config import RouterConfig
+from ..errors import ConfigError, InvalidInputError, UnknownNameError
+
+ROUTES = ("base", "expert", "gap", "abstain")
+
+
+@dataclass
+class Query:
+    """What a router sees of one query.
+
+    Attributes:
+        prompt: the prompt as given (a string or chat messages).
+        signals: the base answer's :class:`~adaptive_moe.model.generation.GenerationSignals` (``post``).
+        states: the prompt's :class:`~adaptive_moe.model.generation.PromptStates` (``pre``).
+    """
+
+    prompt: Any
+    signals: Any = None
+    states: Any = None
+
+    @property
+    def text(self) -> str:
+        """The user's words: the string, or the last user message of a conversation."""
+        if isinstance(self.prompt, str):
+            return self.prompt
+        users = [m["content"] for m in self.prompt if m.get("role") == "user"]
+        return users[-1] if users else str(self.prompt[-1].get("content", ""))
+
+    @property
+    def view(self) -> Any:
+        """The signals when there are any, else the prompt states."""
+        return self.signals if self.signals is not None else self.states
+
+
+@dataclass
+class RouteScores:
+    """What :meth:`Router.score` returns: calibrated base confidence in [0, 1] (``None`` when the router
+    does not judge the base) and a match score in [0, 1] per expert."""
+
+    confidence: float | None
+    expert_scores: dict[str, float] = field(default_factory=dict)
+    raw_confidence: float | None = None
+
+
+@dataclass
+class RouteDecision:
+    """Where a query goes and why.
+
+    Attributes:
+        route: ``"base"`` | ``"expert"`` | ``"gap"`` | ``"abstain"``.
+        confidence: the base model's calibrated confidence in [0, 1] (higher = more confident).
+        experts: ``(name, weight)`` pairs, weights summing to 1 (empty unless route is ``"expert"``).
+        reason: one sentence a person can read.
+        expert_scores: every expert's match score, for attribution and gap analysis.
+        mode: ``"post"`` (decided after the base answered) or ``"pre"`` (from the prompt alone).
+    """
+
+    route: str
+    confidence: float | None
+    experts: list[tuple[str, float]] = field(default_factory=list)
+    reason: str = ""
+    expert_scores: dict[str, float] = field(default_factory=dict)
+    mode: str = "post"
+    raw_confidence: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.route not in ROUTES:
+            raise InvalidInputError(f"route {self.route!r} is not one of {ROUTES}")
+
+    @property
+    def best_expert(self) -> tuple[str, float] | None:
+        """The highest-scoring expert, matched or not (gaps record it)."""
+        if not self.expert_scores:
+            return None
+        name = max(self.expert_scores, key=self.expert_scores.__getitem__)
+        return name, self.expert_scores[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["experts"] = [list(e) for e in self.experts]
+        return out
+
+
+class Router(ABC):
+    """Base class of routers. Subclass it, implement :meth:`score`, and :func:`register_router` it to
+    select it by name (``router.name`` is the registry key)."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, config: RouterConfig | None = None) -> None:
+        self.config = config or RouterConfig()
+        self.config.validate()
+
+    @property
+    def mode(self) -> str:
+        return self.config.mode
+
+    @abstractmethod
+    def score(self, query: Query) -> RouteScores:
+        """Base confidence and per-expert match scores for one query."""
+
+    def route(self, query: Query) -> RouteDecision:
+        """Decide: confident base → ``"base"``; otherwise the top-k experts whose match score reaches
+        ``min_match_score`` → ``"expert"``; otherwise → ``"gap"``."""
+        return self._decide(self.score(query))
+
+    def _decide(self, s: RouteScores) -> RouteDecision:
+        cfg = self.config
+        if s.confidence is not None and not 0.0 <= s.confidence <= 1.0:
+            raise InvalidInputError(f"{type(self).__name__}.score gave confidence {s.confidence!r}, outside [0, 1]")
+        common = {"confidence": s.confidence, "expert_scores": dict(s.expert_scores), "mode": self.mode,
+                  "raw_confidence": s.raw_confidence}  # fmt: skip
+        if s.confidence is not None and s.confidence >= cfg.threshold:
+            return RouteDecision("base", reason=f"base confidence {s.confidence:.2f} >= threshold {cfg.threshold:.2f}",
+                                 **common)  # fmt: skip
+        matched = sorted(((n, v) for n, v in s.expert_scores.items() if v >= cfg.min_match_score),
+                         key=lambda item: (-item[1], item[0]))[: cfg.top_k]  # fmt: skip
+        low = "no base score" if s.confidence is None else f"base confidence {s.confidence:.2f} < {cfg.threshold:.2f}"
+        if matched:
+            total = sum(v for _, v in matched)
+            experts = [(n, v / total) for n, v in matched]
+            names = ", ".join(f"{n} ({v:.2f})" for n, v in matched)
+            return RouteDecision("expert", experts=experts, reason=f"{low}; matched {names}", **common)
+        best = max(s.expert_scores.items(), key=lambda item: item[1], default=None)
+        near = f"; best expert {best[0]} scored {best[1]:.2f} < {cfg.min_match_score:.2f}" if best else "; no experts"
+        return RouteDecision("gap", reason=f"{low}{near}", **common)
+
+    def route_batch(self, queries: Sequence[Query]) -> list[RouteDecision]:
+        return [self.route(q) for q in queries]
+
+
+_ROUTERS: dict[str, type[Router]] = {}
+
+
+def register_router(cls: type[Router]) -> type[Router]:
+    """Register a router class under its ``name`` (usable as a class decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, Router)):
+        raise InvalidInputError(f"register_router takes a Router subclass, got {cls!r}")
+    if not isinstance(cls.name, str) or not cls.name.isidentifier():
+        raise ConfigError(f"{cls.__name__}.name must be a short identifier such as 'my_router', got {cls.name!r}")
+    existing = _ROUTERS.get(cls.name)
+    if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
+        raise ConfigError(f"router name {cls.name!r} is already registered by {existing.__name__}")
+    _ROUTERS[cls.name] = cls
+    return cls
+
+
+def router_class(name: str) -> type[Router]:
+    try:
+        return _ROUTERS[name]
+    except (KeyError, TypeError):
+        raise UnknownNameError("router", str(name), _ROUTERS) from None
+
+
+def list_routers() -> list[str]:
+    return sorted(_ROUTERS)

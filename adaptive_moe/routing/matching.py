@@ -1,0 +1,182 @@
+"""Expert matchers: which experts cover a query, from query embeddings.
+
+Embeddings come from the base model's hidden states mean-pooled over the user's words (free: the
+generation pass already computed them) or from the MiniLM sentence encoder. Hidden states of a
+language model all point roughly the same way, so a matcher first centres every embedding on a
+background mean (general queries when given) and normalises it; scores are then cosine similarities,
+clipped to [0, 1].
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import ConfigError, InvalidInputError, UnknownNameError
+
+
+def _as_matrix(embeddings: Any, what: str) -> np.ndarray:
+    x = np.asarray(embeddings, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise InvalidInputError(f"{what}: expected a non-empty (n, dim) array of embeddings, got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise InvalidInputError(f"{what}: embeddings contain NaN or infinite values")
+    return x
+
+
+class ExpertMatcher(ABC):
+    """Scores how well each registered expert covers a query. Subclass and implement :meth:`_score`."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        self._examples: dict[str, np.ndarray] = {}
+        self._background: np.ndarray | None = None
+        self._center: np.ndarray | None = None
+
+    # -- contents ----------------------------------------------------------------------------------
+    @property
+    def experts(self) -> list[str]:
+        return sorted(self._examples)
+
+    @property
+    def dim(self) -> int | None:
+        for x in self._examples.values():
+            return x.shape[1]
+        return None if self._background is None else self._background.shape[1]
+
+    def set_background(self, embeddings: Any) -> None:
+        """Embeddings of queries no expert covers (general questions): the centre of the space."""
+        x = _as_matrix(embeddings, "background")
+        self._check_dim(x)
+        self._background = x
+        self._refresh()
+
+    def add(self, name: str, embeddings: Any) -> None:
+        """Add (or replace) an expert with embeddings of queries it covers (e.g. its training questions)."""
+        x = _as_matrix(embeddings, f"examples of expert {name!r}")
+        self._check_dim(x, name)
+        self._examples[name] = x
+        self._refresh()
+
+    def remove(self, name: str) -> None:
+        if name not in self._examples:
+            raise UnknownNameError("expert in the matcher", name, self._examples)
+        del self._examples[name]
+        self._refresh()
+
+    def _check_dim(self, x: np.ndarray, name: str | None = None) -> None:
+        dim = self.dim
+        if dim is not None and x.shape[1] != dim and not (name is not None and list(self._examples) == [name]):
+            raise InvalidInputError(f"embeddings have {x.shape[1]} dimensions; the matcher holds {dim}-dim ones")
+
+    def _refresh(self) -> None:
+        pool = self._background if self._background is not None else (
+            np.concatenate(list(self._examples.values())) if self._examples else None)  # fmt: skip
+        self._center = None if pool is None else pool.mean(0)
+        self._fit()
+
+    def normalise(self, x: np.ndarray) -> np.ndarray:
+        x = x - self._center if self._center is not None else x
+        return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
+
+    # -- scoring -------------------------------------------------------------------------------------
+    def scores(self, embeddings: Any) -> list[dict[str, float]]:
+        """Per query (rows of ``embeddings``), a score in [0, 1] for every expert."""
+        x = _as_matrix(embeddings, "queries")
+        if not self._examples:
+            return [{} for _ in range(x.shape[0])]
+        if x.shape[1] != self.dim:
+            raise InvalidInputError(f"query embeddings have {x.shape[1]} dimensions; the matcher's have {self.dim}")
+        s = np.clip(self._score(self.normalise(x)), 0.0, 1.0)
+        return [{name: float(s[i, j]) for j, name in enumerate(self.experts)} for i in range(x.shape[0])]
+
+    def _fit(self) -> None:
+        """Recompute whatever :meth:`_score` needs after the contents changed."""
+        return None
+
+    @abstractmethod
+    def _score(self, queries: np.ndarray) -> np.ndarray:
+        """``(n, n_experts)`` similarities (columns in :attr:`experts` order) of normalised queries."""
+
+    # -- persistence -----------------------------------------------------------------------------------
+    def tensors(self) -> dict[str, np.ndarray]:
+        out = {f"expert/{n}": x for n, x in self._examples.items()}
+        if self._background is not None:
+            out["background"] = self._background
+        return out
+
+    def load_tensors(self, tensors: dict[str, Any]) -> None:
+        self._examples = {k.split("/", 1)[1]: np.asarray(v, dtype=np.float32) for k, v in tensors.items()
+                          if k.startswith("expert/")}  # fmt: skip
+        self._background = np.asarray(tensors["background"], dtype=np.float32) if "background" in tensors else None
+        self._refresh()
+
+    def settings(self) -> dict[str, Any]:
+        return {}
+
+
+class CentroidMatcher(ExpertMatcher):
+    """Cosine similarity to each expert's centroid (mean of its normalised examples)."""
+
+    name = "centroid"
+
+    def _fit(self) -> None:
+        if not self._examples:
+            self._centroids = None
+            return
+        c = np.stack([self.normalise(self._examples[n]).mean(0) for n in self.experts])
+        self._centroids = c / np.maximum(np.linalg.norm(c, axis=-1, keepdims=True), 1e-8)
+
+    def _score(self, queries: np.ndarray) -> np.ndarray:
+        return queries @ self._centroids.T
+
+
+class KNNMatcher(ExpertMatcher):
+    """Mean cosine similarity to each expert's ``k`` nearest examples: an expert covers a query that
+    resembles some of its training questions (say, ones about the same entity), not only their average."""
+
+    name = "knn"
+
+    def __init__(self, k: int = 3) -> None:
+        if not isinstance(k, int) or k < 1:
+            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        self.k = k
+        super().__init__()
+
+    def _fit(self) -> None:
+        self._normalised = {n: self.normalise(x) for n, x in self._examples.items()}
+
+    def _score(self, queries: np.ndarray) -> np.ndarray:
+        cols = []
+        for name in self.experts:
+            sims = queries @ self._normalised[name].T  # (n, m)
+            k = min(self.k, sims.shape[1])
+            cols.append(np.sort(sims, axis=1)[:, -k:].mean(1))
+        return np.stack(cols, axis=1)
+
+    def settings(self) -> dict[str, Any]:
+        return {"k": self.k}
+
+
+_MATCHERS: dict[str, type[ExpertMatcher]] = {"centroid": CentroidMatcher, "knn": KNNMatcher}
+
+
+def register_matcher(cls: type[ExpertMatcher]) -> type[ExpertMatcher]:
+    """Register a matcher class under its ``name`` (usable as a class decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, ExpertMatcher)) or not str(cls.name).isidentifier():
+        raise ConfigError(f"register_matcher takes an ExpertMatcher subclass with an identifier name, got {cls!r}")
+    _MATCHERS[cls.name] = cls
+    return cls
+
+
+def make_matcher(name: str, **settings: Any) -> ExpertMatcher:
+    try:
+        cls = _MATCHERS[name]
+    except (KeyError, TypeError):
+        raise UnknownNameError("matcher", str(name), _MATCHERS) from None
+    return cls(**settings)

@@ -1,0 +1,150 @@
+"""Router benchmark on the embedded SmolLM2: fit on one split, measure on another (>= 200 questions each).
+
+Data: the general check set (split in two) and four synthetic domains of invented entities; three
+domains have an expert (their training questions are the matcher's examples), the fourth has none
+(its questions should become knowledge gaps). Test questions are worded unlike training ones.
+
+Measures (see adaptive_moe.routing.evaluation): AUROC / PRR of every estimator for base errors on the
+whole mix and on general questions alone, with bootstrap intervals; ECE before/after calibration;
+expert matching; the error-rate threshold's guarantee on the test split; and the routing overhead:
+``post`` routing as a ratio to the base generation it rides on, and a ``pre`` decision (prompt states
++ probe) as a ratio to one base generation.
+
+    python benchmarks/bench_router.py                  # ~12 min the first time (base answers cached)
+    python benchmarks/bench_router.py --entities 4 --general 60   # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _report import write_json_and_markdown
+
+from adaptive_moe import load_base_model
+from adaptive_moe.config import GenerationConfig, RouterConfig
+from adaptive_moe.creation import general_knowledge_questions, make_synthetic_domain
+from adaptive_moe.model.bundled import cache_root
+from adaptive_moe.routing import Query, label_base_answers, signals_from_row, train_router
+from adaptive_moe.routing.evaluation import evaluate_router
+
+EXPERT_KINDS = ("people", "companies", "places")
+UNCOVERED_KIND = "products"
+
+
+def build_data(entities: int, general_n: int | None, seed: int):
+    general = general_knowledge_questions()
+    if general_n:
+        general = general[:general_n]
+    fit = [(q.question, q.answers, "") for q in general[0::2]]
+    test = [(q.question, q.answers, "") for q in general[1::2]]
+    expert_questions = {}
+    for i, kind in enumerate((*EXPERT_KINDS, UNCOVERED_KIND)):
+        dom = make_synthetic_domain(kind, n_entities=entities, seed=seed + i)
+        fit += [(q.question, q.answers, kind) for q in dom.train_qa]
+        test += [(q.question, q.answers, kind) for q in dom.test_qa]
+        if kind in EXPERT_KINDS:
+            expert_questions[kind] = [q.question for q in dom.train_qa]
+    return fit, test, expert_questions
+
+
+def overhead(base, router, pre_router, questions, gen, rounds):
+    """Median over rounds of (generation, post routing, pre decision) seconds for one batch."""
+    gen_t, post_t, pre_t = [], [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        signals = base.generate_with_signals(questions, gen)
+        t1 = time.perf_counter()
+        router.route_batch([Query(q, signals=s) for q, s in zip(questions, signals, strict=True)])
+        t2 = time.perf_counter()
+        states = base.prompt_states(questions, gen)
+        pre_router.route_batch([Query(q, states=s) for q, s in zip(questions, states, strict=True)])
+        t3 = time.perf_counter()
+        gen_t.append(t1 - t0)
+        post_t.append(t2 - t1)
+        pre_t.append(t3 - t2)
+    g = statistics.median(gen_t)
+    return {"generation_s": g, "post_routing_s": statistics.median(post_t), "pre_decision_s": statistics.median(pre_t),
+            "post_ratio": (g + statistics.median(post_t)) / g, "pre_ratio": statistics.median(pre_t) / g,
+            "batch": len(questions), "rounds": rounds}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--entities", type=int, default=12, help="entities per synthetic domain")
+    ap.add_argument("--general", type=int, default=None, help="use only the first N general questions")
+    ap.add_argument("--max-new-tokens", type=int, default=24)
+    ap.add_argument("--embedder", default="base", choices=("base", "minilm"))
+    ap.add_argument("--matcher", default="knn", choices=("knn", "centroid"))
+    ap.add_argument("--target-error", type=float, default=0.2)
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    base = load_base_model(device="cpu")
+    gen = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=16)
+    fit, test, expert_questions = build_data(args.entities, args.general, args.seed)
+    cache = cache_root() / "router-labels"
+    started = time.perf_counter()
+    fit_set = label_base_answers(base, fit, generation=gen, cache_dir=cache)
+    test_set = label_base_answers(base, test, generation=gen, cache_dir=cache)
+    labelling_s = time.perf_counter() - started
+
+    cfg = RouterConfig(estimator="probe", calibration="isotonic", matcher=args.matcher, embedder=args.embedder,
+                       target_error=args.target_error, delta=0.1)  # fmt: skip
+    started = time.perf_counter()
+    router, training = train_router(base, fit_set, config=cfg, expert_questions=expert_questions, seed=args.seed)
+    training_s = time.perf_counter() - started
+    report = evaluate_router(router, test_set, bootstrap=args.bootstrap)
+
+    # the error-rate guarantee, checked on the test split
+    y = np.asarray(test_set["correct"], bool)
+    conf = router.confidence(router.estimator.score_batch([signals_from_row(r) for r in test_set]))
+    answered = conf >= router.config.threshold
+    test_error = float(1 - y[answered].mean()) if answered.any() else None
+
+    pre_cfg = cfg.replace(mode="pre", estimator="prompt_probe")
+    pre_router, _ = train_router(base, fit_set, config=pre_cfg, expert_questions=expert_questions, seed=args.seed)
+    pre_report = evaluate_router(pre_router, test_set, estimators=[], bootstrap=200)
+    timing = overhead(base, router, pre_router, [r[0] for r in test[:16]], gen, args.rounds)
+
+    result = {
+        "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": args.threads,
+                    "processor": platform.processor() or platform.machine()},
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "sizes": {"fit": len(fit_set), "test": len(test_set)},
+        "labelling_s": labelling_s, "training_s": training_s, "training": training.to_dict(),
+        "report": report.to_dict(), "pre_report": {k: pre_report.to_dict()[k] for k in ("estimators", "matching")},
+        "error_rate_mode": {"target": args.target_error, "delta": 0.1, "threshold": router.config.threshold,
+                            "test_error_among_answered": test_error, "test_coverage": float(answered.mean())},
+        "overhead": timing,
+    }  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    report.write(args.out, "router")
+    md = report.to_markdown().splitlines()
+    md += ["", "## Error-rate threshold (fit split -> test split)", "",
+           f"target error {args.target_error} with delta 0.1: threshold {router.config.threshold:.3f}; on the test "
+           f"split {100 * answered.mean():.0f}% answered by the base, error among them {test_error}.",
+           "", "## Pre mode (prompt-only probe)", "",
+           f"AUROC {pre_report.estimators['router:prompt_probe']['auroc']:.3f} (all), "
+           f"{pre_report.estimators['router:prompt_probe']['auroc_general'] or float('nan'):.3f} (general).",
+           "", "## Overhead (medians over rounds, batch of 16 test questions)", "",
+           f"post routing / base generation: {timing['post_ratio']:.4f} (goal <= 1.02); "
+           f"pre decision / base generation: {timing['pre_ratio']:.4f}.",
+           "", f"Sizes: fit {len(fit_set)}, test {len(test_set)}. Labelling {labelling_s:.0f} s (cached afterwards), "
+           f"router training {training_s:.1f} s. Command: `python benchmarks/bench_router.py`."]  # fmt: skip
+    write_json_and_markdown(args.out, "router", result, md)
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
