@@ -16,9 +16,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from ..errors import IncompatibleExpertError, ModelBusyError
 from ..model.adapters import ModelState
@@ -34,6 +37,8 @@ class AdapterHost:
         self.peft_model = None
         self._state: ModelState | None = None
         self._slot_bytes: dict[str, int] = {}
+        self._params: dict[str, dict[str, Any]] = {}  # slot -> {name as saved in an adapter file: parameter}
+        self._layers: dict[str, list[Any]] = {}  # slot -> its LoRA layers (for the scaling)
         self._active: tuple[str, ...] | None = None
         self._ids = itertools.count()
 
@@ -71,7 +76,7 @@ class AdapterHost:
             else:
                 self.peft_model.load_adapter(str(folder), adapter_name=slot, is_trainable=False, low_cpu_mem_usage=True)
             self._freeze()
-            self._slot_bytes[slot] = self._measure(slot)
+            self._index(slot)
             return slot
 
     def swap(self, slot: str, state_dict: dict[str, Any], config) -> None:
@@ -80,13 +85,15 @@ class AdapterHost:
 
         if slot not in self._slot_bytes:
             raise ModelBusyError(f"no adapter slot {slot!r} to swap into; slots: {self.slots}")
-        mapped = {_slot_key(k, slot): v for k, v in state_dict.items()}
         with self.base.lock:
+            if self._fast_swap(slot, state_dict, config):
+                return
+            mapped = {_slot_key(k, slot): v for k, v in state_dict.items()}
             try:
                 hotswap_adapter_from_state_dict(self.peft_model, mapped, slot, config)
             except (RuntimeError, ValueError) as e:
                 raise IncompatibleExpertError(f"adapter cannot be swapped into slot {slot!r}: {e}") from None
-            self._freeze()
+            # weights copied in place: same modules, still frozen, still disabled; nothing else to redo
 
     def remove(self, slot: str) -> None:
         """Delete a slot and release its memory; the last slot takes the LoRA layers out entirely."""
@@ -94,6 +101,8 @@ class AdapterHost:
             if slot not in self._slot_bytes:
                 return
             del self._slot_bytes[slot]
+            self._params.pop(slot, None)
+            self._layers.pop(slot, None)
             self._active = None
             if not self._slot_bytes:
                 self.peft_model.base_model.unload()  # original modules back, adapter weights dropped
@@ -101,7 +110,10 @@ class AdapterHost:
                 self.peft_model = None
                 self.base.adapter_host = None
                 return
-            self.peft_model.delete_adapter(slot)  # this may make another adapter active: disable again
+            # PEFT warns when the active adapter is deleted and activates another: make a survivor active first
+            if slot in (self.peft_model.base_model.active_adapters or []):
+                self.peft_model.base_model.set_adapter(next(iter(self._slot_bytes)), inference_mode=True)
+            self.peft_model.delete_adapter(slot)
             self._disable()
 
     # -- use -----------------------------------------------------------------------------------------
@@ -127,15 +139,37 @@ class AdapterHost:
         self.peft_model.base_model.disable_adapter_layers()
 
     def _freeze(self) -> None:
+        """After a new slot is built: its weights frozen, its modules in eval mode, every adapter disabled."""
         for p in self.peft_model.parameters():
             p.requires_grad_(False)
         self.peft_model.eval()
         self._active = None
         self._disable()
 
-    def _measure(self, slot: str) -> int:
+    def _index(self, slot: str) -> None:
+        """Remember the slot's parameters by their name in a saved adapter file, its LoRA layers, its bytes."""
         marker = f".{slot}."
-        return sum(p.numel() * p.element_size() for n, p in self.peft_model.named_parameters() if marker in n)
+        params = {n.replace(marker, "."): p for n, p in self.peft_model.named_parameters() if marker in n}
+        layers = [
+            m for m in self.peft_model.modules() if isinstance(getattr(m, "scaling", None), dict) and slot in m.scaling
+        ]
+        self._params[slot], self._layers[slot] = params, layers
+        self._slot_bytes[slot] = sum(p.numel() * p.element_size() for p in params.values())
+
+    @torch.no_grad()
+    def _fast_swap(self, slot: str, state_dict: dict[str, Any], config) -> bool:
+        """Copy straight into the slot's remembered parameters when the new adapter has exactly its
+        tensors and one rank and alpha (the common case); otherwise let PEFT's hot-swap handle it."""
+        params = self._params.get(slot, {})
+        if (set(state_dict) != set(params) or config.rank_pattern or config.alpha_pattern
+                or any(params[k].shape != v.shape for k, v in state_dict.items())):  # fmt: skip
+            return False
+        for key, value in state_dict.items():
+            params[key].copy_(value)
+        scaling = config.lora_alpha / (math.sqrt(config.r) if config.use_rslora else config.r)
+        for layer in self._layers[slot]:
+            layer.scaling[slot] = scaling
+        return True
 
 
 def _slot_key(key: str, slot: str) -> str:

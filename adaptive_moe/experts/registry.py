@@ -61,6 +61,7 @@ class ExpertRegistry:
         self.root.mkdir(parents=True, exist_ok=True)
         self.allow_pickle = allow_pickle
         self._lock = threading.RLock()
+        self._versions: dict[str, tuple[int, tuple[int, ...]]] = {}  # name -> (folder mtime, versions)
         self._remove_stale_temporaries()
 
     # -- reading ---------------------------------------------------------------------------------------
@@ -71,13 +72,20 @@ class ExpertRegistry:
     def versions(self, name: str) -> list[int]:
         """The versions stored for ``name``, ascending (empty when none)."""
         folder = self.root / validate_expert_name(name)
-        if not folder.is_dir():
+        try:
+            stamp = folder.stat().st_mtime_ns  # a version added or removed changes the folder's mtime
+        except OSError:
             return []
+        cached = self._versions.get(name)
+        if cached is not None and cached[0] == stamp:
+            return list(cached[1])
         found = []
         for child in folder.iterdir():
             m = _VERSION.match(child.name)
             if m and (child / CARD_FILE).is_file():
                 found.append(int(m.group(1)))
+        if time.time_ns() - stamp > 2_000_000_000:  # coarse-mtime filesystems: trust only settled folders
+            self._versions[name] = (stamp, tuple(sorted(found)))
         return sorted(found)
 
     def card(self, name: str, version: int | None = None) -> ExpertCard:
