@@ -255,15 +255,17 @@ class RouterConfig(_Section):
     calibration: str = _f(
         "isotonic", help="maps raw scores to confidence in [0, 1]", choices=("isotonic", "platt", "none")
     )
-    threshold: float = _f(0.5, help="confidence below this sends a query onward (calibrated scale)", ge=0, le=1)
+    threshold: float = _f(
+        0.5, help="confidence below this sends a query onward (calibrated scale); 1.0: never the base", ge=0, le=1
+    )
     mode: str = _f(
         "post", help="'post': decide after the base answers; 'pre': from the prompt alone", choices=("post", "pre")
     )
-    matcher: str = _f("centroid", help="expert matcher name (which experts cover a query)")
+    matcher: str = _f("knn", help="expert matcher: knn (nearest training questions) or centroid")
     embedder: str = _f(
-        "base",
-        help="query embeddings from the base model's hidden states or the MiniLM encoder",
-        choices=("base", "minilm"),
+        "minilm",
+        help="query embeddings for matching: the MiniLM encoder, or the base model's hidden states",
+        choices=("minilm", "base"),
     )
     top_k: int = _f(1, help="most experts used for one query", ge=1)
     min_match_score: float = _f(0.5, help="match score below which no expert covers a query", ge=0, le=1)

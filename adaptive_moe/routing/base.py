@@ -114,7 +114,8 @@ class Router(ABC):
         """Base confidence and per-expert match scores for one query."""
 
     def route(self, query: Query) -> RouteDecision:
-        """Decide: confident base → ``"base"``; otherwise the top-k experts whose match score reaches
+        """Decide: confident base (confidence >= threshold; a threshold of 1.0 trusts the base never) →
+        ``"base"``; otherwise the top-k experts whose match score reaches
         ``min_match_score`` → ``"expert"``; otherwise → ``"gap"``."""
         return self._decide(self.score(query))
 
@@ -124,7 +125,7 @@ class Router(ABC):
             raise InvalidInputError(f"{type(self).__name__}.score gave confidence {s.confidence!r}, outside [0, 1]")
         common = {"confidence": s.confidence, "expert_scores": dict(s.expert_scores), "mode": self.mode,
                   "raw_confidence": s.raw_confidence}  # fmt: skip
-        if s.confidence is not None and s.confidence >= cfg.threshold:
+        if s.confidence is not None and s.confidence >= cfg.threshold and cfg.threshold < 1.0:  # 1.0: never the base
             return RouteDecision("base", reason=f"base confidence {s.confidence:.2f} >= threshold {cfg.threshold:.2f}",
                                  **common)  # fmt: skip
         matched = sorted(((n, v) for n, v in s.expert_scores.items() if v >= cfg.min_match_score),

@@ -194,7 +194,7 @@ def evaluate_router(
     report.risk_coverage = {"coverage": coverage.tolist(), "risk": risk.tolist(), "aurc": _safe(metrics.aurc, after, y)}
 
     queries = [Query(s.prompt, signals=s) for s in signals]
-    decisions = router.route_batch(queries)
+    decisions = router.route_batch(queries, match_all=True)  # matching judged on every question
     routes = [d.route for d in decisions]
     report.routes = {r: routes.count(r) for r in ("base", "expert", "gap", "abstain") if routes.count(r)}
     report.routes["threshold"] = router.config.threshold

@@ -86,18 +86,23 @@ class UncertaintyRouter(Router):
     def score(self, query: Query) -> RouteScores:
         return self.score_batch([query])[0]
 
-    def score_batch(self, queries: list[Query]) -> list[RouteScores]:
+    def score_batch(self, queries: list[Query], *, match_all: bool = False) -> list[RouteScores]:
+        """Scores for many queries. Experts are matched only for queries the base is not confident
+        about (the others go to the base whatever matches), unless ``match_all``."""
         views = [q.view for q in queries]
         if any(v is None for v in views):
             raise InvalidInputError("each query needs the base's signals (post) or prompt states (pre)")
         raw = self.estimator.score_batch(views)
         conf = self.confidence(raw)
-        matches = self.matcher.scores(self.embed(queries)) if self.matcher.experts else [{} for _ in queries]
+        matches: list[dict[str, float]] = [{} for _ in queries]
+        todo = [i for i, c in enumerate(conf) if match_all or c < self.config.threshold]
+        if self.matcher.experts and todo:
+            for i, m in zip(todo, self.matcher.scores(self.embed([queries[i] for i in todo])), strict=True):
+                matches[i] = m
         return [RouteScores(float(c), m, float(r)) for c, m, r in zip(conf, matches, raw, strict=True)]
 
-    def route_batch(self, queries):
-        scores = self.score_batch(list(queries))
-        return [self._decide(s) for s in scores]
+    def route_batch(self, queries, *, match_all: bool = False):
+        return [self._decide(s) for s in self.score_batch(list(queries), match_all=match_all)]
 
     # -- experts -------------------------------------------------------------------------------------
     def add_expert(self, name: str, example_embeddings: Any) -> None:

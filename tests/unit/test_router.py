@@ -254,7 +254,7 @@ def test_train_router_end_to_end_on_a_tiny_model(base, tmp_path, monkeypatch):
     assert again["answer"] == labelled["answer"]
     monkeypatch.undo()
 
-    cfg = RouterConfig(estimator="probe", calibration="isotonic", target_error=0.3, delta=0.2, matcher="knn")
+    cfg = RouterConfig(estimator="probe", calibration="isotonic", target_error=0.3, delta=0.2, embedder="base")
     experts = {"hamlet": [d[0] for d in data[16:24]]}
     router, report = train_router(base, labelled, config=cfg, expert_questions=experts, progress=False)
     assert report.n_train + report.n_validation == 32 and report.probe_C is not None
@@ -285,3 +285,18 @@ def test_load_router_errors(tmp_path):
 
     with pytest.raises(ModelNotFoundError, match="no saved router"):
         UncertaintyRouter.load(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["probe", "prompt_probe"])
+def test_probes_round_trip_their_state(name):
+    signals, y = _separable()
+    probe = get_estimator(name, C=0.5).fit(signals, y)
+    again = get_estimator(name)
+    again.load_state_dict(probe.state_dict())
+    assert type(again) is type(probe) and again.C == 0.5 and again.needs_answer == probe.needs_answer
+    assert np.allclose(again.score_batch(signals), probe.score_batch(signals))
+
+
+def test_threshold_one_never_trusts_the_base():
+    decision = FixedRouter(RouterConfig(threshold=1.0), confidence=1.0, scores={}).route(Query("q"))
+    assert decision.route == "gap"
