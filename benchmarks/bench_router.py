@@ -30,8 +30,9 @@ from adaptive_moe import load_base_model
 from adaptive_moe.config import GenerationConfig, RouterConfig
 from adaptive_moe.creation import general_knowledge_questions, make_synthetic_domain
 from adaptive_moe.model.bundled import cache_root
-from adaptive_moe.routing import Query, label_base_answers, signals_from_row, train_router
+from adaptive_moe.routing import Query, label_base_answers, signals_from_row, split_dataset, train_router
 from adaptive_moe.routing.evaluation import evaluate_router
+from adaptive_moe.uncertainty import PlattCalibrator, threshold_for_share
 
 EXPERT_KINDS = ("people", "companies", "places")
 UNCOVERED_KIND = "products"
@@ -114,6 +115,24 @@ def main() -> None:
     answered = (conf >= router.config.threshold) & (router.config.threshold < 1.0)
     test_error = float(1 - y[answered].mean()) if answered.any() else None
 
+    # threshold for a target share routed onward (RouteLLM's quantile method): fit split -> test split
+    # on a Platt-calibrated scale: strictly monotone, so a quantile is reachable (isotonic ties whole blocks)
+    # from the fit split's validation part, which the probe did not train on (the split train_router made)
+    _, held = split_dataset(fit_set, args.validation, args.seed)
+    raw_fit = router.estimator.score_batch([signals_from_row(r) for r in held])
+    platt = PlattCalibrator().fit(raw_fit, np.asarray(held["correct"], bool))
+    conf_fit = platt(raw_fit)
+    conf_test = platt(router.estimator.score_batch([signals_from_row(r) for r in test_set]))
+    rng = np.random.default_rng(args.seed)
+    splits = [rng.permutation(len(conf_test)) for _ in range(200)]  # one half of test -> the other, 200 times
+    shares = {}
+    for target in (0.3, 0.5, 0.7, 0.9):
+        tau = threshold_for_share(conf_fit, target)
+        got = [float((conf_test[s[len(s) // 2 :]] < threshold_for_share(conf_test[s[: len(s) // 2]], target)).mean())
+               for s in splits]  # fmt: skip
+        shares[str(target)] = {"threshold": tau, "test_share_routed": float((conf_test < tau).mean()),
+                               "half_to_half": float(np.mean(got)), "half_to_half_sd": float(np.std(got))}  # fmt: skip
+
     pre_cfg = cfg.replace(mode="pre", estimator="prompt_probe")
     pre_router, _ = train_router(base, fit_set, config=pre_cfg, expert_questions=expert_questions, seed=args.seed,
                                  validation_fraction=args.validation)  # fmt: skip
@@ -130,6 +149,7 @@ def main() -> None:
         "error_rate_mode": {"target": args.target_error, "delta": 0.1, "threshold": router.config.threshold,
                             "test_error_among_answered": test_error, "test_coverage": float(answered.mean())},
         "overhead": timing,
+        "share_mode": shares,
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     report.write(args.out, "router")
@@ -137,6 +157,13 @@ def main() -> None:
     md += ["", "## Error-rate threshold (fit split -> test split)", "",
            f"target error {args.target_error} with delta 0.1: threshold {router.config.threshold:.3f}; on the test "
            f"split {100 * answered.mean():.0f}% answered by the base, error among them {test_error}.",
+           "", "## Threshold for a target share routed onward (Platt scale; fit validation part -> test split)", "",
+           "| target share | threshold | test share routed | test half -> other half, mean (sd) of 200 |",
+           "|---|---|---|---|",
+           *[f"| {k} | {v['threshold']:.3f} | {v['test_share_routed']:.3f} | {v['half_to_half']:.3f} "
+             f"({v['half_to_half_sd']:.3f}) |" for k, v in shares.items()],
+           "Fit questions are worded like the experts' training questions, test ones are not: the first column "
+           "includes that shift; the second is the method on one distribution.",
            "", "## Pre mode (prompt-only probe)", "",
            f"AUROC {pre_report.estimators['router:prompt_probe']['auroc']:.3f} (all), "
            f"{pre_report.estimators['router:prompt_probe']['auroc_general'] or float('nan'):.3f} (general).",
