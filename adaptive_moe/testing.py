@@ -116,3 +116,13 @@ def make_random_adapter(
     for param in model.parameters():
         param.requires_grad_(False)
     return Path(folder)
+
+
+def example_base(fast: bool, workdir: str | Path):
+    """The base model the examples run on: the embedded SmolLM2, or with ``fast`` (CI) a tiny random
+    Llama built in ``workdir`` in seconds, whose answers are noise."""
+    from .model import load_base_model
+
+    if fast:
+        return load_base_model(name_or_path=str(make_tiny_model(Path(workdir) / "tiny-model")), device="cpu")
+    return load_base_model()

@@ -13,9 +13,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from adaptive_moe import load_base_model
 from adaptive_moe.config import RouterConfig
 from adaptive_moe.routing import Query, UncertaintyRouter
+from adaptive_moe.testing import example_base
 from adaptive_moe.uncertainty import ConfidenceEstimator, get_estimator, register_estimator
 
 HEDGES = ("i think", "maybe", "perhaps", "not sure", "i don't know", "possibly", "might")
@@ -34,21 +34,13 @@ class HedgingEstimator(ConfidenceEstimator):
         return mean_logprob - hedges - 0.05 * max(signals.num_tokens - 12, 0)
 
 
-def make_base(fast, workdir):
-    if fast:  # a tiny random Llama (a few seconds, no download): its answers are noise
-        from adaptive_moe.testing import make_tiny_model
-
-        return load_base_model(name_or_path=str(make_tiny_model(workdir / "tiny-model")), device="cpu")
-    return load_base_model()  # the embedded SmolLM2-135M-Instruct
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", action="store_true", help="tiny random model instead of SmolLM2 (for CI)")
     args = parser.parse_args(argv)
     fast = args.fast or os.environ.get("ADAPTIVE_MOE_EXAMPLE_FAST") == "1"
     with tempfile.TemporaryDirectory() as tmp:
-        base = make_base(fast, Path(tmp))
+        base = example_base(fast, Path(tmp))
         questions = ["What is the capital of France?", "Where was Mirela Ostrander born?"]
         signals = base.generate_with_signals(questions, max_new_tokens=24)
         # Selected by name, as from a config file. Untrained, the router maps the raw score to [0, 1]

@@ -17,8 +17,8 @@ import re
 import tempfile
 from pathlib import Path
 
-from adaptive_moe import load_base_model
 from adaptive_moe.experts import Expert, ExpertCard, ExpertPool, ExpertRegistry, LoRAExpert, register_expert_kind
+from adaptive_moe.testing import example_base
 
 
 # -- Part 1: a LoRA expert that answers briefly ---------------------------------------------------------
@@ -84,14 +84,6 @@ class DocumentsExpert(Expert):
 
 
 # -- the demo ---------------------------------------------------------------------------------------------
-def make_base(fast, workdir):
-    if fast:  # a tiny random Llama (a few seconds, no download): its answers are noise
-        from adaptive_moe.testing import make_tiny_model
-
-        return load_base_model(name_or_path=str(make_tiny_model(workdir / "tiny-model")), device="cpu")
-    return load_base_model()  # the embedded SmolLM2-135M-Instruct
-
-
 def make_untrained_adapter(base, folder):
     """A plain PEFT LoRA adapter, freshly initialised (B = 0, so it does not change the model yet).
     Training one is `adaptive_moe.creation.train_lora`'s job and takes minutes; here the point is what
@@ -111,7 +103,7 @@ def main(argv=None):
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        base = make_base(fast, workdir)
+        base = example_base(fast, workdir)
         print(f"base: {base.name} ({'tiny random model, answers are noise' if fast else 'embedded SmolLM2'})")
         registry = ExpertRegistry(workdir / "experts")
         pool = ExpertPool(base, registry, capacity=4)

@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import ClassVar
 
-from adaptive_moe import load_base_model
 from adaptive_moe.config import RouterConfig
 from adaptive_moe.routing import Query, Router, RouteScores, register_router, router_class
+from adaptive_moe.testing import example_base
 
 
 @register_router
@@ -36,21 +36,13 @@ class KeywordRouter(Router):
         return RouteScores(confidence, matches)
 
 
-def make_base(fast, workdir):
-    if fast:  # a tiny random Llama (a few seconds, no download): its answers are noise
-        from adaptive_moe.testing import make_tiny_model
-
-        return load_base_model(name_or_path=str(make_tiny_model(workdir / "tiny-model")), device="cpu")
-    return load_base_model()  # the embedded SmolLM2-135M-Instruct
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", action="store_true", help="tiny random model instead of SmolLM2 (for CI)")
     args = parser.parse_args(argv)
     fast = args.fast or os.environ.get("ADAPTIVE_MOE_EXAMPLE_FAST") == "1"
     with tempfile.TemporaryDirectory() as tmp:
-        base = make_base(fast, Path(tmp))
+        base = example_base(fast, Path(tmp))
         router = router_class("keywords")(
             RouterConfig(threshold=0.3, min_match_score=0.5)
         )  # by name, as a config would

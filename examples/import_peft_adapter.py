@@ -15,16 +15,8 @@ from pathlib import Path
 
 import torch
 
-from adaptive_moe import load_base_model
 from adaptive_moe.experts import ExpertPool, ExpertRegistry
-
-
-def make_base(fast, workdir):
-    if fast:  # a tiny random Llama (a few seconds, no download): its answers are noise
-        from adaptive_moe.testing import make_tiny_model
-
-        return load_base_model(name_or_path=str(make_tiny_model(workdir / "tiny-model")), device="cpu")
-    return load_base_model()  # the embedded SmolLM2-135M-Instruct
+from adaptive_moe.testing import example_base
 
 
 def make_peft_adapter(base, folder):
@@ -58,7 +50,7 @@ def main(argv=None):
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        base = make_base(fast, workdir)
+        base = example_base(fast, workdir)
         print(f"base: {base.name} ({'tiny random model, answers are noise' if fast else 'embedded SmolLM2'})")
         adapter_dir = make_peft_adapter(base, workdir / "my-adapter")
         print(f"adapter made with plain PEFT (random, untrained): {sorted(p.name for p in adapter_dir.iterdir())}")

@@ -17,15 +17,13 @@ from typing import Any, ClassVar, NamedTuple
 
 from ..config import GenerationConfig
 from ..errors import (
-    ConfigError,
     CorruptExpertError,
     IncompatibleExpertError,
-    InvalidInputError,
     ModelBusyError,
-    UnknownNameError,
 )
 from ..model.adapters import check_adapter_folder
 from ..model.generation import Prompt, normalize_prompts
+from ..utils.registry import lookup_class, register_class
 from .card import ExpertCard
 from .host import AdapterHost
 
@@ -321,19 +319,8 @@ _KINDS: dict[str, type[Expert]] = {"lora": LoRAExpert}
 def register_expert_kind(cls: type[Expert]) -> type[Expert]:
     """Register an :class:`Expert` subclass under its ``kind`` so registries can load it (usable as a
     class decorator)."""
-    if not (isinstance(cls, type) and issubclass(cls, Expert)):
-        raise InvalidInputError(f"register_expert_kind takes an Expert subclass, got {cls!r}")
-    if not isinstance(cls.kind, str) or not cls.kind.isidentifier():
-        raise ConfigError(f"{cls.__name__}.kind must be a short identifier such as 'documents', got {cls.kind!r}")
-    existing = _KINDS.get(cls.kind)
-    if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
-        raise ConfigError(f"expert kind {cls.kind!r} is already registered by {existing.__name__}")
-    _KINDS[cls.kind] = cls
-    return cls
+    return register_class(_KINDS, cls, Expert, "kind", "expert")
 
 
 def expert_class(kind: str) -> type[Expert]:
-    try:
-        return _KINDS[kind]
-    except KeyError:
-        raise UnknownNameError("expert kind", kind, _KINDS) from None
+    return lookup_class(_KINDS, kind, "expert kind")

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 from ..config import RouterConfig
-from ..errors import ConfigError, InvalidInputError, UnknownNameError
+from ..errors import InvalidInputError
+from ..utils.registry import lookup_class, register_class
 
 ROUTES = ("base", "expert", "gap", "abstain")
 
@@ -149,22 +150,11 @@ _ROUTERS: dict[str, type[Router]] = {}
 
 def register_router(cls: type[Router]) -> type[Router]:
     """Register a router class under its ``name`` (usable as a class decorator)."""
-    if not (isinstance(cls, type) and issubclass(cls, Router)):
-        raise InvalidInputError(f"register_router takes a Router subclass, got {cls!r}")
-    if not isinstance(cls.name, str) or not cls.name.isidentifier():
-        raise ConfigError(f"{cls.__name__}.name must be a short identifier such as 'my_router', got {cls.name!r}")
-    existing = _ROUTERS.get(cls.name)
-    if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
-        raise ConfigError(f"router name {cls.name!r} is already registered by {existing.__name__}")
-    _ROUTERS[cls.name] = cls
-    return cls
+    return register_class(_ROUTERS, cls, Router, "name", "router")
 
 
 def router_class(name: str) -> type[Router]:
-    try:
-        return _ROUTERS[name]
-    except (KeyError, TypeError):
-        raise UnknownNameError("router", str(name), _ROUTERS) from None
+    return lookup_class(_ROUTERS, name, "router")
 
 
 def list_routers() -> list[str]:

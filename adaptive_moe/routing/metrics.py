@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..utils.validation import as_labels
 
 __all__ = [
     "apgr",
@@ -58,24 +59,6 @@ def _as_values(values: Any, name: str) -> np.ndarray:
     return arr
 
 
-def _as_labels(values: Any, name: str = "correct") -> np.ndarray:
-    """``values`` as a non-empty 1-D bool array; accepts bools or the numbers 0 and 1 only."""
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise InvalidInputError(f"{name}: expected a 1-D sequence of labels, got shape {arr.shape}")
-    if arr.size == 0:
-        raise InvalidInputError(f"{name}: empty; need at least one label")
-    if arr.dtype == bool:
-        return arr
-    if not np.issubdtype(arr.dtype, np.number):
-        raise InvalidInputError(f"{name}: labels must be bool or 0/1, got values of type {arr.dtype}")
-    bad = ~np.isin(arr, (0, 1))
-    if bad.any():
-        shown = ", ".join(repr(v.item()) for v in np.unique(arr[bad])[:5])
-        raise InvalidInputError(f"{name}: labels must be bool or 0/1 (1 = base answer right); got {shown}")
-    return arr.astype(bool)
-
-
 def _same_length(**arrays: np.ndarray) -> None:
     lengths = {name: a.shape[0] for name, a in arrays.items()}
     if len(set(lengths.values())) > 1:
@@ -84,7 +67,7 @@ def _same_length(**arrays: np.ndarray) -> None:
 
 
 def _scores_and_labels(confidence: Any, correct: Any) -> tuple[np.ndarray, np.ndarray]:
-    c, y = _as_values(confidence, "confidence"), _as_labels(correct)
+    c, y = _as_values(confidence, "confidence"), as_labels(correct)
     _same_length(confidence=c, correct=y)
     return c, y
 

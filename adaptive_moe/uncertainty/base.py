@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import ConfigError, InvalidInputError, UnknownNameError
+from ..errors import InvalidInputError
+from ..utils.registry import lookup_class, register_class
 
 EMPTY_ANSWER_SCORE = -1e3  # an answer with no tokens carries no evidence of knowing: least confident
 
@@ -142,24 +143,12 @@ _REGISTRY: dict[str, type[ConfidenceEstimator]] = {}
 
 def register_estimator(cls: type[ConfidenceEstimator]) -> type[ConfidenceEstimator]:
     """Register an estimator class under its ``name`` (usable as a class decorator)."""
-    if not (isinstance(cls, type) and issubclass(cls, ConfidenceEstimator)):
-        raise InvalidInputError(f"register_estimator takes a ConfidenceEstimator subclass, got {cls!r}")
-    if not isinstance(cls.name, str) or not cls.name.isidentifier():
-        raise ConfigError(f"{cls.__name__}.name must be a short identifier such as 'my_estimator', got {cls.name!r}")
-    existing = _REGISTRY.get(cls.name)
-    if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
-        raise ConfigError(f"estimator name {cls.name!r} is already registered by {existing.__name__}")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return register_class(_REGISTRY, cls, ConfidenceEstimator, "name", "estimator")
 
 
 def get_estimator(name: str, **kwargs: Any) -> ConfidenceEstimator:
     """A new estimator of the class registered as ``name``."""
-    try:
-        cls = _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise UnknownNameError("estimator", str(name), _REGISTRY) from None
-    return cls(**kwargs)
+    return lookup_class(_REGISTRY, name, "estimator")(**kwargs)
 
 
 def list_estimators() -> list[str]:

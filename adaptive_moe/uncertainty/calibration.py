@@ -39,6 +39,7 @@ from typing import Any, ClassVar, overload
 import numpy as np
 
 from ..errors import InvalidInputError, UnknownNameError, missing_dependency
+from ..utils.validation import as_labels
 
 __all__ = [
     "Calibrator",
@@ -82,26 +83,8 @@ def _as_scores(values: Any, name: str, *, allow_scalar: bool = False) -> np.ndar
     return arr
 
 
-def _as_labels(values: Any, name: str = "correct") -> np.ndarray:
-    """``values`` as a 1-D bool array; accepts bools or the numbers 0 and 1 only."""
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise InvalidInputError(f"{name}: expected a 1-D sequence of labels, got shape {arr.shape}")
-    if arr.size == 0:
-        raise InvalidInputError(f"{name}: empty; need at least one label")
-    if arr.dtype == bool:
-        return arr
-    if not np.issubdtype(arr.dtype, np.number):
-        raise InvalidInputError(f"{name}: labels must be bool or 0/1, got values of type {arr.dtype}")
-    bad = ~np.isin(arr, (0, 1))
-    if bad.any():
-        shown = ", ".join(repr(v.item()) for v in np.unique(arr[bad])[:5])
-        raise InvalidInputError(f"{name}: labels must be bool or 0/1 (1 = base answer right); got {shown}")
-    return arr.astype(bool)
-
-
 def _check_pair(scores: Any, correct: Any, score_name: str = "scores") -> tuple[np.ndarray, np.ndarray]:
-    s, y = _as_scores(scores, score_name), _as_labels(correct)
+    s, y = _as_scores(scores, score_name), as_labels(correct)
     if s.shape[0] != y.shape[0]:
         raise InvalidInputError(
             f"{score_name} and correct have different lengths ({s.shape[0]} vs {y.shape[0]}); give one label per score"
