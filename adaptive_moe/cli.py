@@ -100,6 +100,31 @@ def cmd_experts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .routing.training import calibrate_router
+
+    cfg = _load_config(args.config)
+    if args.delta is not None and args.target_error is None:
+        raise _usage_error("calibrate: --delta goes with --target-error")
+    if args.target_error is not None:
+        changes = {"router.target_error": args.target_error}
+        cfg = cfg.replace(**changes, **({"router.delta": args.delta} if args.delta is not None else {}))
+    _, report, path = calibrate_router(cfg, args.data, out=args.out, cache_dir=args.cache_dir, share=args.share)
+    print(report.summary())
+    print(f"router saved to {path}")
+    return 0
+
+
+def cmd_evaluate_router(args: argparse.Namespace) -> int:
+    from .routing.evaluation import evaluate_saved_router
+
+    report, files = evaluate_saved_router(_load_config(args.config), args.data, args.router, out=args.out,
+                                          cache_dir=args.cache_dir, bootstrap=args.bootstrap)  # fmt: skip
+    print(report.summary())
+    print("written: " + ", ".join(str(f) for f in files))
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     import platform
 
@@ -154,6 +179,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", help="registry folder (default: pool.registry in the config's workspace)")
     p.add_argument("--json", action="store_true", help="list: print the cards as JSON")
     p.set_defaults(func=cmd_experts)
+
+    p = sub.add_parser("calibrate", parents=[common], help="train the router on labelled questions and save it")
+    p.add_argument("--data", required=True, help='JSONL: {"question", "answers" (list or string), "domain"?}')
+    p.add_argument("--out", help="router folder (default: router in the config's workspace)")
+    p.add_argument("--cache-dir", help="folder that keeps the labelled base answers for reuse")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--target-error", type=float, help="threshold so base-answered error <= this (prob 1 - delta)")
+    how.add_argument("--share", type=float, help="threshold that sends this share of validation questions onward")
+    p.add_argument("--delta", type=float, help="with --target-error: failure probability allowed (default: config)")
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("evaluate-router", parents=[common], help="evaluate a saved router on labelled questions")
+    p.add_argument("--data", required=True, help="JSONL test questions the router was not trained on")
+    p.add_argument("--router", required=True, help="folder written by 'adaptive-moe calibrate'")
+    p.add_argument("--out", help="results folder (default: results in the config's workspace)")
+    p.add_argument("--cache-dir", help="folder that keeps the labelled base answers for reuse")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the confidence intervals")
+    p.set_defaults(func=cmd_evaluate_router)
 
     p = sub.add_parser("info", parents=[common], help="versions, device and cache folder")
     p.set_defaults(func=cmd_info)

@@ -1,7 +1,7 @@
 """Routing: routers (the default uncertainty router), expert matchers, router training and evaluation."""
 
 from .base import ROUTES, Query, RouteDecision, Router, RouteScores, list_routers, register_router, router_class
-from .matching import CentroidMatcher, ExpertMatcher, KNNMatcher, make_matcher, register_matcher
+from .matching import CentroidMatcher, ClassifierMatcher, ExpertMatcher, KNNMatcher, make_matcher, register_matcher
 from .router import UncertaintyRouter
 from .training import (
     RouterTrainingReport,
@@ -16,6 +16,7 @@ from .training import (
 __all__ = [
     "ROUTES",
     "CentroidMatcher",
+    "ClassifierMatcher",
     "ExpertMatcher",
     "KNNMatcher",
     "Query",

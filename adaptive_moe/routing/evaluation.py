@@ -1,14 +1,16 @@
 """Router evaluation: one report with the field's metrics on a labelled test set the router never saw.
 
 - per estimator: AUROC and PRR for predicting base errors (with bootstrap intervals), on the whole mix
-  and on the general questions alone (the hard case: the base's own right and wrong answers);
+  and on the general questions alone (the hard case: the base's own right and wrong answers), and the
+  ECE of its confidence (the estimator's own map to [0, 1]; the router's calibrated one for the router);
 - ECE of the router's confidence before and after calibration; the risk-coverage curve;
 - expert matching: share of domain questions matched to their expert, share of general questions (and
   of questions from domains no expert covers) matched to any expert;
 - routes taken at the router's threshold; with the onward route's quality per query, the cost/quality
   curve, RouteLLM's APGR and the share routed to reach 50% / 80% of the gain.
 
-Written as JSON + Markdown (+ PNG when matplotlib is installed) by :meth:`RouterReport.write`.
+Written as JSON + Markdown (+ PNG when matplotlib is installed) by :meth:`RouterReport.write`;
+:func:`evaluate_saved_router` is the ``adaptive-moe evaluate-router`` job (JSONL in, files out).
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from ..config import AdaptiveMoEConfig
 from ..errors import InvalidInputError
 from ..uncertainty import get_estimator, list_estimators
 from ..utils.io import atomic_write_text
 from . import metrics
 from .base import Query
-from .training import GENERAL, signals_from_row
+from .training import GENERAL, label_base_answers, read_labelled_questions, signals_from_row
 
 DEFAULT_ESTIMATORS = ("max_sequence_prob", "mean_logprob", "mean_entropy", "min_token_prob", "perplexity")
 
@@ -58,13 +61,14 @@ class RouterReport:
             "",
             "## Predicting base errors",
             "",
-            "| estimator | AUROC (all) | 95% CI | AUROC (general) | 95% CI | PRR (all) | PRR (general) |",
-            "|---|---|---|---|---|---|---|",
+            "| estimator | AUROC (all) | 95% CI | AUROC (general) | 95% CI | PRR (all) | PRR (general) | ECE |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for name, m in self.estimators.items():
             lines.append(
                 f"| {name} | {_f(m.get('auroc'))} | {_ci(m.get('auroc_ci'))} | {_f(m.get('auroc_general'))} | "
-                f"{_ci(m.get('auroc_general_ci'))} | {_f(m.get('prr'))} | {_f(m.get('prr_general'))} |"
+                f"{_ci(m.get('auroc_general_ci'))} | {_f(m.get('prr'))} | {_f(m.get('prr_general'))} | "
+                f"{_f(m.get('ece'))} |"
             )
         c = self.calibration
         lines += ["", "## Calibration", "",
@@ -89,6 +93,23 @@ class RouterReport:
                       f"APGR {_f(q.get('apgr'))}; share routed for 50% of the gain {_f(q.get('share_for_50'))}, "
                       f"for 80% {_f(q.get('share_for_80'))}."]  # fmt: skip
         return "\n".join(lines) + "\n"
+
+    def summary(self) -> str:
+        """The headline numbers as a small text table: AUROC, PRR and ECE per estimator, then matching."""
+        head = f"{'estimator':<28} {'AUROC':>7} {'AUROC gen':>9} {'PRR':>7} {'ECE':>7}"
+        lines = [f"{self.n} questions ({self.n_general} general); base accuracy {self.base_accuracy:.3f}", head,
+                 "-" * len(head)]  # fmt: skip
+        for name, m in self.estimators.items():
+            lines.append(f"{name:<28} {_f(m.get('auroc')):>7} {_f(m.get('auroc_general')):>9} "
+                         f"{_f(m.get('prr')):>7} {_f(m.get('ece')):>7}")  # fmt: skip
+        c = self.calibration
+        lines.append(f"router confidence ECE: {_f(c.get('ece_before'))} uncalibrated, {_f(c.get('ece_after'))} "
+                     f"calibrated; routes: {', '.join(f'{k} {v}' for k, v in self.routes.items())}")  # fmt: skip
+        if self.matching:
+            m = self.matching
+            lines.append(f"matching: {_f(m.get('domain_to_own_expert'))} of domain questions to their expert, "
+                         f"{_f(m.get('general_to_any_expert'))} of general ones to any")  # fmt: skip
+        return "\n".join(lines)
 
     def write(self, folder: str | Path, name: str = "router_eval") -> list[Path]:
         """Write ``{name}.json``, ``{name}.md`` and (with matplotlib) ``{name}.png`` into ``folder``."""
@@ -172,10 +193,12 @@ def evaluate_router(
 
     names = list(estimators) if estimators is not None else [n for n in DEFAULT_ESTIMATORS if n in list_estimators()]
     scored = {n: get_estimator(n) for n in names}
-    scored[f"router:{router.estimator.name}"] = router.estimator
+    router_label = f"router:{router.estimator.name}"
+    scored[router_label] = router.estimator
     any_general = bool(general.any())
     for label, est in scored.items():
         raw = est.score_batch(signals)
+        conf = router.confidence(raw) if label == router_label else np.clip(est.to_confidence(raw), 0, 1)
         report.estimators[label] = {
             "auroc": _safe(metrics.auroc, raw, y),
             "auroc_ci": _safe_ci(metrics.auroc, raw, y, n=bootstrap),
@@ -183,6 +206,7 @@ def evaluate_router(
             "auroc_general_ci": _safe_ci(metrics.auroc, raw[general], y[general], n=bootstrap) if any_general else None,
             "prr": _safe(metrics.prr, raw, y),
             "prr_general": _safe(metrics.prr, raw[general], y[general]) if any_general else None,
+            "ece": _safe(metrics.ece, conf, y),
         }
 
     raw = router.estimator.score_batch(signals)
@@ -231,3 +255,30 @@ def _matching(decisions, queries, router, domains) -> dict[str, Any]:
     return {"domain_to_own_expert": mean(own), "n_domain": len(own), "general_to_any_expert": mean(general_hits),
             "n_general": len(general_hits), "uncovered_to_any_expert": mean(uncovered_hits),
             "n_uncovered": len(uncovered_hits), "min_match_score": floor}  # fmt: skip
+
+
+def evaluate_saved_router(
+    config: AdaptiveMoEConfig | None,
+    data: Any,
+    router_dir: str | Path,
+    *,
+    out: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    bootstrap: int = 1000,
+    progress: bool = True,
+) -> tuple[RouterReport, list[Path]]:
+    """The ``adaptive-moe evaluate-router`` job: load the router saved in ``router_dir`` and the
+    configured base, label the base's answers to ``data`` (a JSONL file as
+    :func:`~adaptive_moe.routing.training.read_labelled_questions` reads, or anything
+    :func:`~adaptive_moe.routing.label_base_answers` takes), evaluate, and write the report into ``out``
+    (default ``<workspace>/results``). Returns the report and the files written."""
+    from ..model import load_base_model
+    from .router import UncertaintyRouter
+
+    config = config or AdaptiveMoEConfig()
+    router = UncertaintyRouter.load(router_dir)
+    rows = read_labelled_questions(data) if isinstance(data, (str, Path)) else data
+    base = load_base_model(config.model)
+    labelled = label_base_answers(base, rows, generation=config.generation, cache_dir=cache_dir, progress=progress)
+    report = evaluate_router(router, labelled, bootstrap=bootstrap)
+    return report, report.write(out if out is not None else config.workspace_path("results"))

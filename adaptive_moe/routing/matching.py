@@ -4,7 +4,8 @@ Embeddings come from the base model's hidden states mean-pooled over the user's 
 generation pass already computed them) or from the MiniLM sentence encoder. Hidden states of a
 language model all point roughly the same way, so a matcher first centres every embedding on a
 background mean (general queries when given) and normalises it; scores are then cosine similarities,
-clipped to [0, 1].
+clipped to [0, 1], or (``ClassifierMatcher``) the probabilities of a logistic-regression head trained on
+the experts' examples against the background.
 """
 
 from __future__ import annotations
@@ -163,7 +164,69 @@ class KNNMatcher(ExpertMatcher):
         return {"k": self.k}
 
 
-_MATCHERS: dict[str, type[ExpertMatcher]] = {"centroid": CentroidMatcher, "knn": KNNMatcher}
+class ClassifierMatcher(ExpertMatcher):
+    """A trained classifier head: multinomial logistic regression (scikit-learn) over the centred,
+    normalised embeddings, one class per expert (its examples) plus a "none" class (the background),
+    so that general queries can be told apart from every expert, not only the experts from each other.
+
+    Score of an expert = predicted probability of its class, in [0, 1] (higher = better covered).
+    Classes are weighted inversely to their size (a large background does not swamp small experts).
+    Without a background the probabilities sum to 1 over the experts, so every query leans to some
+    expert: set one. The head is refitted whenever an expert or the background changes, and on load
+    from the stored examples (lbfgs with a fixed ``random_state``: the same fit every time).
+
+    With a single expert and no background there is nothing to classify against, and centring on the
+    expert's own mean would leave its centroid pointing nowhere; the score is then the cosine between
+    the un-centred query and the expert's centroid, clipped at 0 (as :class:`CentroidMatcher` without
+    centring).
+
+    Args:
+        C: inverse regularisation strength of the logistic regression (larger: sharper probabilities).
+    """
+
+    name = "classifier"
+
+    def __init__(self, C: float = 1.0) -> None:
+        if isinstance(C, bool) or not isinstance(C, (int, float)) or not np.isfinite(C) or C <= 0:
+            raise InvalidInputError(f"C must be a positive number, got {C!r}")
+        self.C = float(C)
+        self._model: Any = None
+        self._centroid: np.ndarray | None = None
+        super().__init__()
+
+    def _fit(self) -> None:
+        self._model, self._centroid = None, None
+        names = self.experts
+        if not names:
+            return
+        if len(names) == 1 and self._background is None:
+            self._center = None  # the fallback: plain cosine to the centroid (see the class docstring)
+            c = self.normalise(self._examples[names[0]]).mean(0)
+            self._centroid = c / max(float(np.linalg.norm(c)), 1e-8)
+            return
+        from sklearn.linear_model import LogisticRegression
+
+        parts = [self._examples[n] for n in names] + ([self._background] if self._background is not None else [])
+        x = self.normalise(np.concatenate(parts))  # (sum of rows, dim)
+        y = np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)])  # expert i; len(names): "none"
+        self._model = LogisticRegression(C=self.C, class_weight="balanced", max_iter=2000, random_state=0)
+        self._model.fit(x.astype(np.float64), y)
+
+    def _score(self, queries: np.ndarray) -> np.ndarray:
+        if self._model is None:
+            return (queries @ self._centroid)[:, None]
+        proba = self._model.predict_proba(queries.astype(np.float64))  # columns: classes 0..n_experts(-1: none)
+        return proba[:, : len(self.experts)]
+
+    def settings(self) -> dict[str, Any]:
+        return {"C": self.C}
+
+
+_MATCHERS: dict[str, type[ExpertMatcher]] = {
+    "centroid": CentroidMatcher,
+    "knn": KNNMatcher,
+    "classifier": ClassifierMatcher,
+}
 
 
 def register_matcher(cls: type[ExpertMatcher]) -> type[ExpertMatcher]:

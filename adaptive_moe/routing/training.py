@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import GenerationConfig, RouterConfig
+from ..config import AdaptiveMoEConfig, GenerationConfig, RouterConfig
 from ..creation.scoring import get_scorer
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, ModelNotFoundError
 from ..model.generation import GenerationSignals
 from ..utils.io import atomic_directory
 from .router import UncertaintyRouter
@@ -52,6 +52,36 @@ def _rows(data: Any) -> list[dict[str, Any]]:
         rows.append({"question": q, "answers": [str(x) for x in a], "domain": d or GENERAL})
     if not rows:
         raise InvalidInputError("no labelled questions given")
+    return rows
+
+
+def read_labelled_questions(path: str | Path) -> list[dict[str, Any]]:
+    """Labelled questions from a JSONL file: one object a line with ``question``, ``answers`` (a list of
+    gold answers or one string) and optionally ``domain`` (the expert that should take it; empty or
+    missing: general knowledge). Blank lines are skipped; a bad line raises :class:`InvalidInputError`
+    naming its number, a missing file :class:`ModelNotFoundError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelNotFoundError(f"labelled questions file {str(path)!r} does not exist")
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InvalidInputError(f"{path}: line {number} is not valid JSON ({e.msg})") from None
+            if not isinstance(item, dict):
+                raise InvalidInputError(f"{path}: line {number} must be a JSON object with question and answers")
+            try:
+                rows.append(_rows([item])[0])
+            except InvalidInputError:
+                raise InvalidInputError(
+                    f"{path}: line {number} needs a non-empty 'question' and at least one gold in 'answers'"
+                ) from None
+    if not rows:
+        raise InvalidInputError(f"{path}: no labelled questions in the file")
     return rows
 
 
@@ -147,6 +177,30 @@ class RouterTrainingReport:
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    def summary(self) -> str:
+        """A few lines for people: sizes, accuracy, validation AUROC, threshold, experts."""
+        auroc = "n/a" if self.validation_auroc is None else f"{self.validation_auroc:.3f}"
+        probe = "" if self.probe_C is None else f" (C={self.probe_C:g})"
+        d = self.threshold_detail
+        how = ""
+        if "alpha" in d:
+            verdict = "feasible" if d["feasible"] else "infeasible, every query goes onward"
+            how = (
+                f" (target error {d['alpha']:.2f} with probability {1 - d['delta']:.2f}: {verdict}, coverage "
+                f"{d['coverage']:.2f}, error bound {d['error_bound']:.3f} on {d['n_calibration']} questions)"
+            )
+        elif "share" in d:
+            how = f" (sends {d['share_on_validation']:.0%} of validation onward; asked {d['share']:.0%})"
+        lines = [
+            f"questions: {self.n_train} train, {self.n_validation} validation; base accuracy {self.base_accuracy:.3f}",
+            f"estimator: {self.estimator}{probe}; validation AUROC {auroc}",
+            f"threshold: {self.threshold:.3f}{how}",
+        ]
+        if self.experts:
+            counts = ", ".join(f"{n} ({k} questions)" for n, k in sorted(self.experts.items()))
+            lines.append(f"experts: {counts}; min_match_score {self.min_match_score:.3f}")
+        return "\n".join(lines)
+
 
 def train_router(
     base,
@@ -160,6 +214,7 @@ def train_router(
     scorer: str = "contains",
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    share: float | None = None,
 ) -> tuple[UncertaintyRouter, RouterTrainingReport]:
     """Fit an :class:`UncertaintyRouter` on labelled questions.
 
@@ -167,13 +222,18 @@ def train_router(
     estimator on train, choosing its regularisation on validation AUROC (the probe's early stopping);
     fit the calibrator on validation scores (held out from the estimator); with ``config.target_error``,
     calibrate on one half of validation and choose the threshold on the other, so its finite-sample
-    guarantee holds; tune ``min_match_score`` on held-out expert questions and embed each expert's
-    questions for the matcher, with the general questions as the background.
+    guarantee holds; or, with ``share``, take the threshold that sends that share of the validation
+    questions onward (RouteLLM's quantile); tune ``min_match_score`` on held-out expert questions and
+    embed each expert's questions for the matcher, with the general questions as the background.
     """
-    from ..uncertainty.calibration import make_calibrator, threshold_for_error_rate
+    from ..uncertainty.calibration import make_calibrator, threshold_for_error_rate, threshold_for_share
     from .metrics import auroc
 
     config = config or RouterConfig()
+    if share is not None and config.target_error is not None:
+        raise InvalidInputError("give either config.target_error or share, not both: each sets the threshold")
+    if share is not None and not (isinstance(share, (int, float)) and 0 <= share <= 1):
+        raise InvalidInputError(f"share must be in [0, 1] (the share of queries sent onward), got {share!r}")
     labelled = data if hasattr(data, "column_names") and "correct" in data.column_names else label_base_answers(
         base, data, generation=generation, scorer=scorer, cache_dir=cache_dir, progress=progress)  # fmt: skip
     train, val = split_dataset(labelled, validation_fraction, seed)
@@ -220,6 +280,11 @@ def train_router(
                            config.target_error, 1 - config.delta, len(thr))  # fmt: skip
         router.config = config.replace(threshold=float(min(result.tau, 1.0)))
         report.threshold_detail = result.to_dict()
+    elif share is not None:
+        conf_val = router.confidence(raw_val)
+        tau = min(threshold_for_share(conf_val, share), 1.0)
+        router.config = config.replace(threshold=float(tau))
+        report.threshold_detail = {"share": float(share), "share_on_validation": float(np.mean(conf_val < tau))}
     report.threshold = router.config.threshold
     if expert_questions:
         background = [q for q, d in zip(labelled["question"], labelled["domain"], strict=True) if d == GENERAL]
@@ -294,3 +359,36 @@ def fit_matcher(
         if not questions:
             raise InvalidInputError(f"expert {name!r} has no example questions to match on")
         router.add_expert(name, embed_questions(router, base, questions))
+
+
+def calibrate_router(
+    config: AdaptiveMoEConfig | None,
+    data: Any,
+    *,
+    out: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    share: float | None = None,
+    progress: bool = True,
+) -> tuple[UncertaintyRouter, RouterTrainingReport, Path]:
+    """The ``adaptive-moe calibrate`` job: load the configured base, train a router on labelled
+    questions with ``config.router`` and ``config.generation``, save it.
+
+    ``data``: a JSONL file (:func:`read_labelled_questions`) or anything :func:`train_router` takes. The
+    questions of each domain become that expert's examples for the matcher, the general ones (no
+    domain) its background. ``out`` defaults to ``<workspace>/router``; ``share`` as in
+    :func:`train_router`. Returns the router, the training report and the folder it was saved in.
+    """
+    from ..model import load_base_model
+
+    config = config or AdaptiveMoEConfig()
+    rows = read_labelled_questions(data) if isinstance(data, (str, Path)) else _rows(data)
+    experts: dict[str, list[str]] = {}
+    for r in rows:
+        if r["domain"] != GENERAL:
+            experts.setdefault(r["domain"], []).append(r["question"])
+    base = load_base_model(config.model)
+    router, report = train_router(base, rows, config=config.router, expert_questions=experts or None,
+                                  generation=config.generation, cache_dir=cache_dir, progress=progress,
+                                  share=share)  # fmt: skip
+    path = router.save(out if out is not None else config.workspace_path("router"))
+    return router, report, path

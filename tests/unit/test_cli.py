@@ -104,3 +104,85 @@ def test_experts_commands(tmp_path, tiny_llama_dir, capsys):
     with pytest.raises(SystemExit) as info:
         cli.main(["experts", "show", *common])
     assert info.value.code == 2
+
+
+def _router_config(tmp_path, model_dir):
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump({
+        "model": {"name_or_path": str(model_dir)}, "generation": {"max_new_tokens": 3},
+        "router": {"estimator": "mean_logprob", "matcher": "classifier", "embedder": "base"},
+        "workspace": str(tmp_path / "ws"),
+    }))  # fmt: skip
+    return str(path)
+
+
+def _write_labelled(path, base, questions, domains):
+    """JSONL whose golds are the tiny model's own answers for every other question: right and wrong ones."""
+    from adaptive_moe.config import GenerationConfig
+
+    gen = GenerationConfig(max_new_tokens=3)
+    answers = [s.text for i in range(0, len(questions), 8) for s in base.generate_with_signals(questions[i:i + 8],
+               gen)]  # fmt: skip
+    with open(path, "w") as f:
+        for i, (q, a, d) in enumerate(zip(questions, answers, domains, strict=True)):
+            gold = (a or "?") if i % 2 == 0 else "zzzz-never"
+            f.write(json.dumps({"question": q, "answers": gold if i % 4 else [gold], "domain": d}) + "\n")
+    return str(path)
+
+
+def test_calibrate_and_evaluate_router_commands(tmp_path, tiny_llama_dir, tiny_base, capsys):
+    from adaptive_moe.routing import ClassifierMatcher, UncertaintyRouter
+
+    cfg = _router_config(tmp_path, tiny_llama_dir)
+    questions = [f"Question number {i} about the capital of France?" for i in range(8)]
+    questions += [f"Who wrote Hamlet in the year {1500 + i}?" for i in range(8)]
+    domains = [""] * 8 + ["hamlet"] * 8
+    train = _write_labelled(tmp_path / "train.jsonl", tiny_base, questions, domains)
+    test = _write_labelled(tmp_path / "test.jsonl", tiny_base, [q.replace("?", " now?") for q in questions], domains)
+
+    assert cli.main(["calibrate", "--config", cfg, "--data", train, "--cache-dir", str(tmp_path / "labels")]) == 0
+    out = capsys.readouterr().out
+    assert "validation AUROC" in out and "threshold:" in out and "hamlet (8 questions)" in out
+    router = UncertaintyRouter.load(tmp_path / "ws" / "router")
+    assert router.experts == ["hamlet"] and isinstance(router.matcher, ClassifierMatcher)
+
+    assert cli.main(["calibrate", "--config", cfg, "--data", train, "--share", "0.5", "--out", str(tmp_path / "r2"),
+                     "--cache-dir", str(tmp_path / "labels")]) == 0  # fmt: skip
+    assert "asked 50%" in capsys.readouterr().out
+    assert cli.main(["calibrate", "--config", cfg, "--data", train, "--target-error", "0.4", "--delta", "0.3",
+                     "--out", str(tmp_path / "r3"), "--cache-dir", str(tmp_path / "labels")]) == 0  # fmt: skip
+    assert "target error 0.40 with probability 0.70" in capsys.readouterr().out
+    assert UncertaintyRouter.load(tmp_path / "r3").config.target_error == 0.4
+
+    rc = cli.main(["evaluate-router", "--config", cfg, "--data", test, "--router", str(tmp_path / "ws" / "router"),
+                   "--out", str(tmp_path / "results"), "--bootstrap", "20"])  # fmt: skip
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "AUROC" in out and "ECE" in out and "router:mean_logprob" in out and "16 questions" in out
+    saved = json.loads((tmp_path / "results" / "router_eval.json").read_text())
+    assert saved["n"] == 16 and "ece" in saved["estimators"]["mean_logprob"]
+
+
+def test_router_commands_bad_input(tmp_path, tiny_llama_dir, capsys):
+    cfg = _router_config(tmp_path, tiny_llama_dir)
+
+    def fails(path_text, expected, command="calibrate", extra=()):
+        path = tmp_path / "data.jsonl"
+        if path_text is not None:
+            path.write_text(path_text)
+        assert cli.main([command, "--config", cfg, "--data", str(path), *extra]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], err
+
+    fails(None, "does not exist")
+    fails('{"question": "a?", "answers": ["b"]}\n{"question": oops}\n', "line 2 is not valid JSON")
+    fails("\n\n", "no labelled questions")
+    fails('{"question": "a?", "answers": []}\n', "line 1 needs")
+    fails('["a?", "b"]\n', "line 1 must be a JSON object")
+    fails('{"question": "a?", "answers": "b"}\n', "no saved router", "evaluate-router", ["--router", str(tmp_path)])
+    for argv in (["calibrate", "--config", cfg, "--data", "x.jsonl", "--delta", "0.1"],
+                 ["calibrate", "--config", cfg, "--data", "x.jsonl", "--share", "0.2", "--target-error", "0.1"],
+                 ["calibrate", "--config", cfg], ["evaluate-router", "--data", "x.jsonl"]):  # fmt: skip
+        with pytest.raises(SystemExit) as info:
+            cli.main(argv)
+        assert info.value.code == 2

@@ -15,6 +15,7 @@ from adaptive_moe.errors import ConfigError, InvalidInputError, ModelBusyError, 
 from adaptive_moe.model.generation import GenerationSignals
 from adaptive_moe.routing import (
     CentroidMatcher,
+    ClassifierMatcher,
     KNNMatcher,
     Query,
     Router,
@@ -300,3 +301,84 @@ def test_probes_round_trip_their_state(name):
 def test_threshold_one_never_trusts_the_base():
     decision = FixedRouter(RouterConfig(threshold=1.0), confidence=1.0, scores={}).route(Query("q"))
     assert decision.route == "gap"
+
+
+def _blobs(seed=0, dim=16):
+    """Two experts and a background around a large shared offset (as hidden states have)."""
+    rng = np.random.default_rng(seed)
+    offset = rng.normal(size=dim) * 5
+    centres = {"people": rng.normal(size=dim) * 3, "companies": rng.normal(size=dim) * 3}
+    examples = {n: offset + c + rng.normal(size=(20, dim)) * 0.5 for n, c in centres.items()}
+    background = offset + rng.normal(size=(60, dim))
+    queries = {n: offset + c + rng.normal(size=(5, dim)) * 0.5 for n, c in centres.items()}
+    return examples, background, queries, offset + rng.normal(size=(10, dim))
+
+
+def test_classifier_matcher_matches_blobs_and_rejects_background():
+    examples, background, queries, general = _blobs()
+    matcher = make_matcher("classifier")
+    assert isinstance(matcher, ClassifierMatcher) and matcher.settings() == {"C": 1.0}
+    matcher.set_background(background)
+    for name, x in examples.items():
+        matcher.add(name, x)
+    for name, q in queries.items():
+        for s in matcher.scores(q):
+            assert max(s, key=s.get) == name and s[name] > 0.7 and sum(s.values()) <= 1 + 1e-6
+    assert max(max(s.values()) for s in matcher.scores(general)) < 0.5
+    # removing an expert refits: its queries no longer score high for what is left
+    matcher.remove("people")
+    after = matcher.scores(queries["people"])
+    assert all(list(s) == ["companies"] and s["companies"] < 0.5 for s in after)
+    matcher.add("people", examples["people"])
+    assert min(s["people"] for s in matcher.scores(queries["people"])) > 0.7
+    with pytest.raises(InvalidInputError, match="positive"):
+        ClassifierMatcher(C=0)
+
+
+def test_classifier_matcher_single_expert_without_background_falls_back_to_cosine():
+    examples, _, queries, general = _blobs()
+    matcher = ClassifierMatcher()
+    assert matcher.scores(general[:2]) == [{}, {}]
+    matcher.add("people", examples["people"])
+    own = [s["people"] for s in matcher.scores(queries["people"])]
+    other = [s["people"] for s in matcher.scores(queries["companies"])]
+    assert min(own) > 0.9 and min(own) > max(other) and all(0 <= v <= 1 for v in own + other)
+    matcher.add("companies", examples["companies"])  # two classes now: a classifier again
+    s = matcher.scores(queries["companies"])
+    assert all(max(x, key=x.get) == "companies" for x in s)
+
+
+def test_classifier_matcher_round_trips_through_a_saved_router(tmp_path):
+    examples, background, queries, general = _blobs(seed=3)
+    router = UncertaintyRouter(RouterConfig(matcher="classifier", estimator="mean_logprob"),
+                               matcher=ClassifierMatcher(C=2.0))  # fmt: skip
+    router.matcher.set_background(background)
+    for name, x in examples.items():
+        router.add_expert(name, x)
+    loaded = UncertaintyRouter.load(router.save(tmp_path / "router"))
+    assert isinstance(loaded.matcher, ClassifierMatcher) and loaded.matcher.C == 2.0
+    q = np.concatenate([queries["people"], general])
+    assert loaded.matcher.scores(q) == router.matcher.scores(q)
+
+
+def test_unknown_matcher_lists_the_classifier():
+    with pytest.raises(UnknownNameError, match="'classifier'"):
+        make_matcher("logreg")
+
+
+def test_train_router_with_the_classifier_matcher(base, tmp_path):
+    data = _labelled_half_right(base)
+    cfg = RouterConfig(estimator="mean_logprob", matcher="classifier", embedder="base")
+    experts = {"hamlet": [d[0] for d in data[16:24]]}
+    router, report = train_router(base, data, config=cfg, expert_questions=experts, share=0.5,
+                                  generation=GenerationConfig(max_new_tokens=4), progress=False)  # fmt: skip
+    assert isinstance(router.matcher, ClassifierMatcher) and router.experts == ["hamlet"]
+    assert report.min_match_score is not None and report.threshold_detail["share"] == 0.5
+    assert "threshold" in report.summary() and "hamlet (8 questions)" in report.summary()
+    loaded = UncertaintyRouter.load(router.save(tmp_path / "router"))
+    emb = router.embed([Query(q, signals=s) for q, s in zip([d[0] for d in data[:4]], base.generate_with_signals(
+        [d[0] for d in data[:4]], max_new_tokens=4), strict=True)])  # fmt: skip
+    assert loaded.matcher.scores(emb) == router.matcher.scores(emb)
+    assert loaded.config.min_match_score == router.config.min_match_score
+    with pytest.raises(InvalidInputError, match="not both"):
+        train_router(base, data, config=cfg.replace(target_error=0.2), share=0.5, progress=False)
