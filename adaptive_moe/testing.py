@@ -51,8 +51,13 @@ def make_tiny_tokenizer(chat_template: bool = True, vocab_size: int = 400):
     return wrapped
 
 
-def make_tiny_model(folder: str | Path, arch: str = "llama", chat_template: bool = True, seed: int = 0) -> Path:
-    """Write a tiny random causal LM of architecture ``arch`` (``llama`` or ``gpt2``) to ``folder``."""
+def make_tiny_model(
+    folder: str | Path, arch: str = "llama", chat_template: bool = True, seed: int = 0, hidden_size: int = 32
+) -> Path:
+    """Write a tiny random causal LM of architecture ``arch`` (``llama`` or ``gpt2``) to ``folder``.
+
+    ``hidden_size`` 64 or more (the MLP is twice as wide) for int8 / nf4 tests: bitsandbytes' CPU 4-bit
+    kernels quantize in blocks of 64 input features and fail on narrower layers."""
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     folder = Path(folder)
@@ -63,8 +68,8 @@ def make_tiny_model(folder: str | Path, arch: str = "llama", chat_template: bool
     if arch == "llama":
         config = LlamaConfig(
             vocab_size=vocab,
-            hidden_size=32,
-            intermediate_size=64,
+            hidden_size=hidden_size,
+            intermediate_size=2 * hidden_size,
             num_hidden_layers=2,
             num_attention_heads=4,
             num_key_value_heads=2,
@@ -76,7 +81,7 @@ def make_tiny_model(folder: str | Path, arch: str = "llama", chat_template: bool
         model = LlamaForCausalLM(config)
     elif arch == "gpt2":
         config = GPT2Config(
-            vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=128, initializer_range=0.3, **ids
+            vocab_size=vocab, n_embd=hidden_size, n_layer=2, n_head=4, n_positions=128, initializer_range=0.3, **ids
         )
         model = GPT2LMHeadModel(config)
     else:

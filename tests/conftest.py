@@ -35,6 +35,12 @@ def tiny_llama_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_quant_dir(tmp_path_factory):
+    """A tiny Llama wide enough (64) for bitsandbytes' CPU 4-bit kernels, which quantize blocks of 64."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-llama-64"), "llama", chat_template=True, hidden_size=64)
+
+
+@pytest.fixture(scope="session")
 def tiny_gpt2_dir(tmp_path_factory):
     return make_tiny_model(tmp_path_factory.mktemp("tiny-gpt2"), "gpt2", chat_template=False)
 

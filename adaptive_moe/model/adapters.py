@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +18,32 @@ from ..errors import ConfigError, ModelBusyError, ModelNotFoundError
 
 @dataclass
 class ModelState:
-    """What training or adapter loading may change on a model, captured so it can be put back."""
+    """What training or adapter loading may change on a model, captured so it can be put back.
+
+    ``quantized`` holds, per bitsandbytes 4-bit weight, its storage and quantization state by
+    reference, and the state's fields: on CPU, bitsandbytes repacks 4-bit weights into another layout
+    for inference and back for training, and the two layouts round differently, so the base would
+    answer differently after a QLoRA run. Training replaces those tensors and fields rather than
+    writing into them, so putting them back restores the base exactly.
+    """
 
     training: bool
     requires_grad: dict[str, bool]
     use_cache: Any
+    quantized: dict[str, tuple[Any, Any, dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
     def capture(cls, model) -> ModelState:
+        quantized = {
+            name: (module.weight.data, module.weight.quant_state, dict(vars(module.weight.quant_state)))
+            for name, module in model.named_modules()
+            if getattr(getattr(module, "weight", None), "quant_state", None) is not None
+        }
         return cls(
             training=model.training,
             requires_grad={n: p.requires_grad for n, p in model.named_parameters()},
             use_cache=getattr(model.config, "use_cache", None),
+            quantized=quantized,
         )
 
     def restore(self, model) -> None:
@@ -38,6 +52,12 @@ class ModelState:
         model.train(self.training)
         if self.use_cache is not None:
             model.config.use_cache = self.use_cache
+        for name, module in model.named_modules():
+            if name in self.quantized and getattr(module, "weight", None) is not None:
+                data, quant_state, fields = self.quantized[name]
+                vars(quant_state).clear()  # bitsandbytes rewrites the state's fields in place when it repacks
+                vars(quant_state).update(fields)
+                module.weight.data, module.weight.quant_state = data, quant_state
 
 
 def check_adapter_folder(path: str | Path, allow_pickle: bool = False) -> Path:

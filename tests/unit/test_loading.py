@@ -64,9 +64,9 @@ def test_half_precisions_generate(tiny_llama_dir, precision):
 
 
 @pytest.mark.parametrize(("precision", "layer"), [("int8", "Linear8bitLt"), ("nf4", "Linear4bit")])
-def test_bitsandbytes_precisions_quantize_and_generate(tiny_llama_dir, precision, layer):
+def test_bitsandbytes_precisions_quantize_and_generate(tiny_quant_dir, precision, layer):
     pytest.importorskip("bitsandbytes")
-    base = load_base_model(name_or_path=str(tiny_llama_dir), precision=precision)
+    base = load_base_model(name_or_path=str(tiny_quant_dir), precision=precision)
     assert type(base.model.model.layers[0].self_attn.q_proj).__name__ == layer
     assert all(not p.requires_grad for p in base.model.parameters())
     s = base.generate_with_signals("hello", max_new_tokens=3)[0]

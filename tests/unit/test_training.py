@@ -171,9 +171,9 @@ def test_datasets_dataset_input(base, tmp_path):
     assert json.loads((out / TRAINING_RECORD).read_text())["data"]["qa_pairs"] == 1
 
 
-def test_qlora_on_a_4bit_base(tiny_llama_dir, tmp_path):
+def test_qlora_on_a_4bit_base(tiny_quant_dir, tmp_path):
     pytest.importorskip("bitsandbytes")
-    base = load_base_model(name_or_path=str(tiny_llama_dir), precision="nf4")
+    base = load_base_model(name_or_path=str(tiny_quant_dir), precision="nf4")
     before = _logits(base)
     out = train_lora(base, DATA, tmp_path / "q", lora=QUICK, max_steps=2, progress=False)
     assert (out / "adapter_model.safetensors").is_file()
