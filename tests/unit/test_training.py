@@ -179,3 +179,25 @@ def test_qlora_on_a_4bit_base(tiny_quant_dir, tmp_path):
     assert (out / "adapter_model.safetensors").is_file()
     assert type(base.model.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
     assert torch.equal(_logits(base), before)
+
+
+def test_top_layers_adapts_only_the_upper_blocks(base, tmp_path):
+    from safetensors import safe_open
+
+    lora = LoRASettings(r=4, alpha=8, batch_size=2, max_length=64, top_layers=0.5)
+    out = train_lora(base, DATA, tmp_path / "top", lora=lora, max_steps=1, progress=False)
+    with safe_open(str(out / "adapter_model.safetensors"), framework="pt") as fh:
+        keys = list(fh.keys())
+    assert keys and all(".layers.1." in k for k in keys)  # the tiny model has 2 blocks: only the top one
+    assert {k.split(".")[-3] for k in keys} >= {"q_proj", "down_proj"}  # 'all-linear' still means every linear
+    assert json.loads((out / "adapter_config.json").read_text())["layers_to_transform"] == [1]
+
+
+def test_mixed_precision_resolution(base):
+    from adaptive_moe.creation.training import resolve_mixed_precision
+
+    assert resolve_mixed_precision("no", base) == "no"
+    assert resolve_mixed_precision("bf16", base) == "bf16"
+    assert resolve_mixed_precision("auto", base) in ("bf16", "no")  # bf16 only where the CPU has it
+    with pytest.raises(InvalidInputError, match="'fp16' needs CUDA"):
+        resolve_mixed_precision("fp16", base)
