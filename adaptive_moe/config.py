@@ -251,6 +251,9 @@ class GenerationConfig(_Section):
 class RouterConfig(_Section):
     """How the base model's confidence decides the route, and how experts are matched."""
 
+    name: str = _f(
+        "uncertainty", help="router class, by its registered name (see adaptive_moe.routing.register_router)"
+    )
     estimator: str = _f("mean_logprob", help="confidence estimator name (see adaptive_moe.uncertainty)")
     calibration: str = _f(
         "isotonic", help="maps raw scores to confidence in [0, 1]", choices=("isotonic", "platt", "none")
@@ -291,7 +294,7 @@ class PoolConfig(_Section):
 class IntegratorConfig(_Section):
     """How the chosen experts' outputs are combined."""
 
-    strategy: str = _f("select", help="select | mixture | merge", choices=("select", "mixture", "merge"))
+    strategy: str = _f("select", help="select | mixture | merge, or an integrator registered with register_integrator")
     expert_confidence_floor: float = _f(0.3, help="an expert answer below this confidence is not trusted", ge=0, le=1)
     on_low_confidence: str = _f(
         "abstain",
@@ -299,6 +302,8 @@ class IntegratorConfig(_Section):
         choices=("abstain", "best"),
     )
     reweight_per_step: bool = _f(False, help="mixture: re-weight experts at each step by their confidence")
+    abstain_text: str = _f("I don't know.", help="the answer returned with route 'abstain'")
+    fallback: bool = _f(True, help="an expert answer below the floor: try the next matching expert before abstaining")
 
 
 @dataclass

@@ -73,7 +73,15 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=float, default=None, help="override LoRASettings().epochs")
     parser.add_argument("--lr", type=float, default=None, help="override LoRASettings().learning_rate")
     parser.add_argument("--skip-general", action="store_true", help="skip the general check set (quick runs)")
-    parser.add_argument("--restatements", type=int, default=1, help="restatements per fact in the training data")
+    parser.add_argument("--restatements", type=int, default=1, help="restatements per fact (with --data qa+docs)")
+    parser.add_argument(
+        "--data",
+        choices=("qa", "qa+docs", "qa1+docs"),
+        default="qa",
+        help="qa: every fact in every training wording (the default); qa+docs: plus the documents; "
+        "qa1+docs: one wording per fact plus the documents (the earlier default)",
+    )
+    parser.add_argument("--top-layers", type=float, default=None, help="override LoRASettings().top_layers")
     parser.add_argument("--eval-every", type=int, default=20, help="steps between curve points")
     parser.add_argument("--curve-questions", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
@@ -83,9 +91,10 @@ def main(argv=None) -> int:
 
     base = load_base_model(device="cpu")
     dom = make_synthetic_domain(args.kind, args.entities, seed=args.seed, restatements_per_fact=args.restatements)
-    data = dom.documents + dom.train_qa
+    data = {"qa": dom.training_qa(), "qa+docs": dom.training_qa() + dom.documents,
+            "qa1+docs": dom.documents + dom.train_qa}[args.data]  # fmt: skip
     general = general_knowledge_questions()
-    overrides = {"epochs": args.epochs, "learning_rate": args.lr}
+    overrides = {"epochs": args.epochs, "learning_rate": args.lr, "top_layers": args.top_layers}
     lora = LoRASettings(**{k: v for k, v in overrides.items() if v is not None})
 
     base_domain = evaluate_qa(base, dom.test_qa, max_new_tokens=16)
@@ -106,9 +115,10 @@ def main(argv=None) -> int:
                     "threads": args.threads, "loadavg": os.getloadavg()},
         "command": "python benchmarks/bench_training.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "domain": {"kind": args.kind, "entities": args.entities, "facts": len(dom.facts()),
-                   "training_examples": len(data), "test_questions": len(dom.test_qa),
+                   "training_examples": len(data), "data": args.data, "test_questions": len(dom.test_qa),
                    "chance_baseline": dom.chance_baseline()},
         "lora": lora.to_dict(),
+        "mixed_precision": record.get("mixed_precision"),
         "steps": record["steps"],
         "epochs": record["epochs"],
         "train_minutes": train_seconds / 60,
@@ -140,7 +150,9 @@ def write_report(r: dict, out: Path) -> None:
         f"{r['domain']['training_examples']} training examples, {r['domain']['test_questions']} test questions "
         "worded unlike the training ones.",
         f"LoRA: r={r['lora']['r']}, alpha={r['lora']['alpha']}, lr={r['lora']['learning_rate']}, "
-        f"batch={r['lora']['batch_size']}, epochs={r['lora']['epochs']}, target={r['lora']['target_modules']}.",
+        f"batch={r['lora']['batch_size']}, epochs={r['lora']['epochs']}, target={r['lora']['target_modules']}, "
+        f"top_layers={r['lora'].get('top_layers', 1.0)}, dropout={r['lora']['dropout']}, "
+        f"autocast={r.get('mixed_precision')}; training data: {r['domain'].get('data', 'qa1+docs')}.",
         "",
         "| metric | value |",
         "|---|---|",

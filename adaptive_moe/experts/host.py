@@ -28,6 +28,8 @@ from ..model.adapters import ModelState
 
 logger = logging.getLogger(__name__)
 
+BASE_ROW = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+
 
 class AdapterHost:
     """Adapter slots on one base model. Get it with :meth:`of`; the expert pool is its usual user."""
@@ -134,6 +136,51 @@ class AdapterHost:
                 yield self.peft_model
             finally:
                 self._disable()
+
+    @contextlib.contextmanager
+    def mixed(self, row_slots: Sequence[str]) -> Iterator[Any]:
+        """Within the block, yields a ``generate`` whose batch row ``i`` runs with adapter
+        ``row_slots[i]`` (``"__base__"``: no adapter), through PEFT's mixed-batch inference
+        (``adapter_names=``): one forward pass serves several experts. Holds ``base.lock``."""
+        import functools
+
+        wanted = {s for s in row_slots if s != BASE_ROW}
+        missing = sorted(wanted - set(self._slot_bytes))
+        if missing or not row_slots:
+            raise ModelBusyError(f"adapter slots {missing or list(row_slots)} are not loaded; loaded: {self.slots}")
+        with self.base.lock:
+            self.peft_model.base_model.enable_adapter_layers()
+            try:
+                yield functools.partial(self.peft_model.generate, adapter_names=list(row_slots))
+            finally:
+                self._disable()
+
+    def merge_to_folder(self, slots: Sequence[str], weights: Sequence[float], folder: str | Path) -> Path:
+        """Write the weighted merge of loaded ``slots`` as a plain PEFT adapter folder (PEFT's
+        ``add_weighted_adapter`` with ``combination_type="cat"``: the merged update is exactly
+        ``sum_i w_i * delta_W_i``, of rank ``sum_i r_i``). The slots are left as they were."""
+        import shutil
+        import tempfile
+
+        missing = [s for s in slots if s not in self._slot_bytes]
+        if missing or not slots:
+            raise ModelBusyError(f"adapter slots {missing or list(slots)} are not loaded; loaded: {self.slots}")
+        folder = Path(folder)
+        with self.base.lock, tempfile.TemporaryDirectory(prefix="adaptive_moe_merge_", dir=folder.parent) as tmp:
+            name = f"merge{next(self._ids)}"
+            model = self.peft_model
+            model.add_weighted_adapter(list(slots), [float(w) for w in weights], adapter_name=name,
+                                       combination_type="cat")  # fmt: skip
+            try:
+                model.save_pretrained(tmp, selected_adapters=[name], safe_serialization=True)
+            finally:
+                if name in (model.base_model.active_adapters or []):
+                    model.base_model.set_adapter(slots[0], inference_mode=True)
+                model.delete_adapter(name)
+                self._active = None
+                self._disable()
+            shutil.move(str(Path(tmp) / name), str(folder))  # PEFT writes a named adapter into a subfolder
+        return folder
 
     def _disable(self) -> None:
         self.peft_model.base_model.disable_adapter_layers()

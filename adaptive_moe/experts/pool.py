@@ -211,6 +211,18 @@ class ExpertPool:
         return sum(e.bytes for e in self._entries.values())
 
     @property
+    def extra_names(self) -> list[str]:
+        """Experts added in memory with :meth:`add` (not stored in the registry)."""
+        return sorted(self._extra)
+
+    def discard(self, name: str) -> None:
+        """Forget an in-memory expert added with :meth:`add` (unloading it if resident and idle)."""
+        with self.base.lock:
+            if name in self._entries:
+                self.evict(name)
+            self._extra.pop(name, None)
+
+    @property
     def stats(self) -> PoolStats:
         return PoolStats(**self._counts, load_ms=self._load_ms, resident_bytes=self.resident_bytes,
                          resident=tuple(self._entries), rss_bytes=process_rss_bytes(),

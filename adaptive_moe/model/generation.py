@@ -9,6 +9,7 @@ and log-probs depend on the sampling settings rather than on the model.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -262,28 +263,74 @@ def _seeded(seed: int | None, device: torch.device):
 
 
 def generate_with_signals(
-    base: BaseModel, prompts: Any, generation: GenerationConfig | None = None, **overrides: Any
+    base: BaseModel,
+    prompts: Any,
+    generation: GenerationConfig | None = None,
+    *,
+    generate_fn: Any = None,
+    logits_processor: Any = None,
+    streamer: Any = None,
+    **overrides: Any,
 ) -> list[GenerationSignals]:
-    """See :meth:`BaseModel.generate_with_signals`."""
+    """See :meth:`BaseModel.generate_with_signals`.
+
+    For the integrators: ``generate_fn`` replaces ``base.model.generate`` (say, a PEFT model's
+    ``generate`` with ``adapter_names=`` for a mixed batch; it gets the same keyword arguments),
+    ``logits_processor`` is a list of extra ``transformers`` logits processors, and ``streamer`` a
+    ``transformers`` streamer (one batch only). The signals are read from the raw logits either way.
+    """
     generation = generation or GenerationConfig()
     if overrides:
         generation = generation.replace(**overrides)
     else:
         generation.validate()
     items = normalize_prompts(prompts)
+    if streamer is not None and len(items) > generation.batch_size:
+        raise InvalidInputError("streaming generates one batch; give at most generation.batch_size prompts")
     out: list[GenerationSignals] = []
     for start in range(0, len(items), generation.batch_size):
-        out.extend(_generate_batch(base, items[start : start + generation.batch_size], generation))
+        chunk = items[start : start + generation.batch_size]
+        out.extend(_generate_batch(base, chunk, generation, generate_fn, logits_processor, streamer))
     return out
 
 
+_STREAMER: contextvars.ContextVar[Any] = contextvars.ContextVar("adaptive_moe_streamer", default=None)
+
+
+@contextlib.contextmanager
+def streaming(streamer: Any):
+    """Within the block, generation in this thread (or context) feeds ``streamer`` (a ``transformers``
+    streamer), however deep the call that generates: the facade streams an expert's answer this way
+    without every :class:`~adaptive_moe.experts.Expert` having to pass a streamer along."""
+    token = _STREAMER.set(streamer)
+    try:
+        yield streamer
+    finally:
+        _STREAMER.reset(token)
+
+
 @torch.inference_mode()
-def _generate_batch(base: BaseModel, prompts: list[Prompt], generation: GenerationConfig) -> list[GenerationSignals]:
+def _generate_batch(
+    base: BaseModel,
+    prompts: list[Prompt],
+    generation: GenerationConfig,
+    generate_fn: Any = None,
+    logits_processor: Any = None,
+    streamer: Any = None,
+) -> list[GenerationSignals]:
     batch, truncated = encode_prompts(base, prompts, generation, query_mask=True)
     query_mask = batch.pop("query_mask")
     kwargs = build_generate_kwargs(base, generation)
+    if logits_processor:
+        from transformers import LogitsProcessorList
+
+        kwargs["logits_processor"] = LogitsProcessorList(list(logits_processor))
+    streamer = streamer if streamer is not None else _STREAMER.get()
+    if streamer is not None:
+        kwargs["streamer"] = streamer
+    run = generate_fn or base.model.generate
     with capture_prompt_states(base.model) as captured, _seeded(generation.seed, base.device):
-        result = base.model.generate(**batch, **kwargs, return_dict_in_generate=True, output_logits=True)
+        result = run(**batch, **kwargs, return_dict_in_generate=True, output_logits=True)
 
     prompt_len = batch["input_ids"].shape[1]
     new_tokens = result.sequences[:, prompt_len:]  # (B, N)

@@ -100,7 +100,14 @@ class BaseModel:
         return sum(p.numel() for p in self.model.parameters())
 
     def generate_with_signals(
-        self, prompts: Prompt | list[Prompt], generation: GenerationConfig | None = None, **overrides: Any
+        self,
+        prompts: Prompt | list[Prompt],
+        generation: GenerationConfig | None = None,
+        *,
+        generate_fn: Any = None,
+        logits_processor: Any = None,
+        streamer: Any = None,
+        **overrides: Any,
     ) -> list[GenerationSignals]:
         """Generate for a batch of prompts in ONE ``generate`` pass each batch, returning per prompt the
         text, token ids, chosen-token log-probs, per-step entropies and the prompt's final hidden state.
@@ -108,11 +115,15 @@ class BaseModel:
         ``prompts``: a string, a chat conversation (list of ``{"role", "content"}`` dicts), or a list of
         either. ``generation`` defaults to :class:`GenerationConfig`; keyword overrides change single
         fields (``max_new_tokens=24``). Always returns a list, one entry per prompt.
+        ``generate_fn``, ``logits_processor`` and ``streamer`` are for integrators (see
+        :func:`~adaptive_moe.model.generation.generate_with_signals`).
         """
         from .generation import generate_with_signals
 
         with self.lock:
-            return generate_with_signals(self, prompts, generation, **overrides)
+            return generate_with_signals(self, prompts, generation, generate_fn=generate_fn,
+                                         logits_processor=logits_processor, streamer=streamer,
+                                         **overrides)  # fmt: skip
 
     def prompt_states(self, prompts: Any, generation: GenerationConfig | None = None, **overrides: Any) -> list:
         """The prompts' hidden states from one forward pass, without generating (what a ``pre``

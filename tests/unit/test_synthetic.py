@@ -182,3 +182,15 @@ def test_extremes():
     assert all(b == 1.0 for b in one.chance_baseline().values())
     most = make_synthetic_domain("products", MAX_ENTITIES, seed=0, restatements_per_fact=0)
     assert len({e["name"] for e in most.entities}) == MAX_ENTITIES
+
+
+def test_training_qa_asks_every_fact_in_every_training_wording():
+    dom = make_synthetic_domain("people", n_entities=4, seed=3)
+    qa = dom.training_qa()
+    templates = question_templates("people", "train")
+    assert len(qa) == sum(len(templates[a]) for a in dom.attributes) * 4
+    assert {q.question for q in dom.train_qa} <= {q.question for q in qa}  # the one-wording split is inside it
+    assert not {q.question for q in qa} & {q.question for q in dom.test_qa}  # never a test wording
+    for q in qa:
+        entity = next(e for e in dom.entities if e["name"] == q.entity)
+        assert q.answers[0] == entity[q.attribute] and q.entity in q.question

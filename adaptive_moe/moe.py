@@ -1,0 +1,548 @@
+"""``AdaptiveMoE``: the facade that wires config -> base model -> router -> expert pool -> integrator.
+
+How one call flows (``router.mode: post``, the default)::
+
+    prompts --ONE base generate pass (signals)--> router --> base   : the base answer, as is
+                                                         --> expert : pool.acquire -> integrator -> re-score
+                                                                      (below the floor: next expert, then abstain)
+                                                         --> gap    : the base answer, flagged; query -> gap ledger
+
+A batch costs one base pass plus one pass per group of prompts routed to the same experts. In ``pre``
+mode the router decides from the prompts' hidden states (one forward pass, no generation) and only
+base- and gap-routed prompts get a base answer. An expert answer always re-runs its prompt pass: a
+LoRA on the attention projections changes the KV cache, so the base's cache cannot be reused.
+
+One owner of the model: every call holds ``base.lock``, so the facade is safe to share between threads
+(calls run one at a time on the one model).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import AdaptiveMoEConfig
+from .errors import IncompatibleExpertError, InvalidInputError, ModelNotFoundError, UnknownNameError
+from .integration import Attribution, ExpertAnswer, integrator_class, token_pieces
+from .integration.attribution import BASE
+from .model import load_base_model
+from .model.generation import _is_conversation, normalize_prompts
+from .output import MoEOutput
+from .routing import Query, RouteDecision, router_class
+from .utils.io import atomic_directory, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "adaptive_moe.yaml"
+MANIFEST_FILE = "adaptive_moe.json"
+ROUTER_DIR = "router"
+_GENERATION_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "seed",
+                    "stop", "system_prompt", "batch_size")  # fmt: skip
+
+
+class AdaptiveMoE:
+    """A frozen base model, an uncertainty router, a pool of LoRA experts and an integrator.
+
+    Args:
+        config: an :class:`AdaptiveMoEConfig` (default: the embedded SmolLM2 on CPU), or a path to a
+            YAML config file.
+        base: an already loaded :class:`~adaptive_moe.model.loading.BaseModel` (else loaded from
+            ``config.model``).
+        router: a :class:`~adaptive_moe.routing.Router` (else the one saved in the workspace's
+            ``router/`` folder, else a new ``config.router.name`` router).
+
+    Attributes: ``base``, ``experts`` (the :class:`~adaptive_moe.experts.ExpertRegistry`), ``pool``,
+    ``router``, ``integrator``, ``gaps`` (the :class:`~adaptive_moe.gaps.GapLedger`, or ``None``
+    when ``gaps.enabled`` is off), ``config``.
+    """
+
+    def __init__(self, config: AdaptiveMoEConfig | str | Path | None = None, *, base=None, router=None) -> None:
+        from .experts import ExpertPool, ExpertRegistry
+
+        if isinstance(config, (str, Path)):
+            config = AdaptiveMoEConfig.from_yaml(config)
+        if config is not None and not isinstance(config, AdaptiveMoEConfig):
+            raise InvalidInputError(f"config must be an AdaptiveMoEConfig or a YAML path, got {type(config).__name__}")
+        self.config = config or AdaptiveMoEConfig()
+        self.config.validate()
+        self.base = base if base is not None else load_base_model(self.config.model)
+        self.experts = ExpertRegistry(self.config.registry_path, allow_pickle=self.config.pool.allow_pickle)
+        self.pool = ExpertPool(self.base, self.experts, config=self.config.pool)
+        self.router = router if router is not None else self._load_router()
+        cls = integrator_class(self.config.integrator.strategy)
+        self.integrator = cls(self.config.integrator, self.pool, cache_dir=self.config.workspace_path("cache/merged"))
+        self.gaps = None
+        if self.config.gaps.enabled:
+            from .gaps import GapLedger
+
+            self.gaps = GapLedger.from_config(self.config.gaps, self.config.workspace)
+        self._calibrators: dict[tuple[str, int], Any] = {}
+        self.sync_experts()
+
+    # -- construction --------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, path: str | Path, **kwargs: Any) -> AdaptiveMoE:
+        """Build from a YAML config file (see ``configs/default.yaml``)."""
+        return cls(AdaptiveMoEConfig.from_yaml(path), **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, **kwargs: Any) -> AdaptiveMoE:
+        """Load a system written by :meth:`save_pretrained`: its config, router and experts (the base
+        model is loaded from the config and must have the fingerprint the experts were made for)."""
+        folder = Path(folder)
+        if not (folder / CONFIG_FILE).is_file():
+            raise ModelNotFoundError(f"{str(folder)!r} holds no saved AdaptiveMoE (missing {CONFIG_FILE})")
+        config = AdaptiveMoEConfig.from_yaml(folder / CONFIG_FILE).replace(workspace=str(folder))
+        moe = cls(config, **kwargs)
+        manifest = json.loads((folder / MANIFEST_FILE).read_text()) if (folder / MANIFEST_FILE).is_file() else {}
+        saved = manifest.get("base_fingerprint")
+        if saved and saved != moe.base.fingerprint:
+            raise IncompatibleExpertError(
+                f"{str(folder)!r} was saved with base {manifest.get('base_name')} (fingerprint {saved[:12]}); the "
+                f"loaded base {moe.base.name} has fingerprint {moe.base.fingerprint[:12]}"
+            )
+        return moe
+
+    def save_pretrained(self, folder: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the config, the router and the experts (every version) to ``folder``, atomically.
+        The base model is not copied; its fingerprint is recorded and checked on load."""
+        folder = Path(folder)
+        if folder.exists() and not overwrite:
+            from .errors import OutputExistsError
+
+            raise OutputExistsError(f"{str(folder)!r} exists; choose another folder or pass overwrite=True")
+        with self.base.lock, atomic_directory(folder, replace=overwrite) as tmp:
+            config = self.config.replace(workspace=".", **{"pool.registry": "experts"})
+            config.to_yaml(tmp / CONFIG_FILE)
+            if hasattr(self.router, "save"):
+                self.router.save(tmp / ROUTER_DIR)
+            shutil.copytree(self.experts.root, tmp / "experts", ignore=shutil.ignore_patterns(".*"))
+            manifest = {"base_fingerprint": self.base.fingerprint, "base_name": self.base.name,
+                        "experts": self.experts.names(), "router": getattr(self.router, "name", None)}  # fmt: skip
+            atomic_write_text(tmp / MANIFEST_FILE, json.dumps(manifest, indent=2))
+        return folder
+
+    def _router_dir(self) -> Path:
+        return self.config.workspace_path(ROUTER_DIR)
+
+    def _load_router(self):
+        folder = self._router_dir()
+        if (folder / "router.json").is_file():
+            name = json.loads((folder / "router.json").read_text()).get("router", self.config.router.name)
+            router = router_class(name).load(folder)
+            logger.info("router read from %s (its own config, threshold %.2f)", folder, router.config.threshold)
+            return router
+        return router_class(self.config.router.name)(self.config.router)
+
+    def save_router(self) -> Path | None:
+        """Write the router to the workspace (``router/``), so the next start finds it."""
+        if not hasattr(self.router, "save"):
+            return None
+        return self.router.save(self._router_dir())
+
+    # -- experts -------------------------------------------------------------------------------------
+    def add_expert(
+        self,
+        adapter_dir: str | Path,
+        name: str,
+        *,
+        domain: str = "",
+        questions: Sequence[str] | None = None,
+        new_version: bool = False,
+        metrics: dict[str, Any] | None = None,
+    ):
+        """Register a PEFT LoRA adapter as expert ``name`` (checked against the base) and teach the
+        router's matcher what it covers: ``questions`` it answers (kept on the card), else its
+        ``domain`` description. Returns the :class:`~adaptive_moe.experts.ExpertCard`."""
+        examples = [q for q in (questions or []) if isinstance(q, str) and q.strip()]
+        if questions is not None and not examples:
+            raise InvalidInputError("questions: give at least one non-empty example question the expert answers")
+        if not examples and not domain.strip():
+            raise InvalidInputError(f"expert {name!r}: give example questions or a domain description for matching")
+        card = self.experts.import_adapter(adapter_dir, name, domain=domain, base=self.base, metrics=metrics,
+                                           new_version=new_version, extra={"example_questions": examples})  # fmt: skip
+        self._teach_router(name, examples or [domain])
+        return card
+
+    def remove_expert(self, name: str) -> None:
+        """Remove ``name`` from the registry, the pool and the router's matcher."""
+        with self.base.lock:
+            if name in self.pool:
+                self.pool.evict(name)
+            self.experts.remove(name)
+            if name in getattr(self.router, "experts", []):
+                self.router.remove_expert(name)
+                self.save_router()
+
+    def sync_experts(self) -> None:
+        """Make the router's matcher know exactly the registered experts (from each card's example
+        questions, else its domain description)."""
+        if not hasattr(self.router, "add_expert"):
+            return
+        known, registered = set(self.router.experts), set(self.experts.names())
+        changed = False
+        for name in sorted(registered - known):
+            card = self.experts.card(name)
+            examples = list(card.extra.get("example_questions") or []) or ([card.domain] if card.domain else [])
+            if examples:
+                self._teach_router(name, examples, save=False)
+                changed = True
+            else:
+                logger.warning("expert %s has no example questions or domain: the router cannot match it", name)
+        for name in sorted(known - registered):
+            self.router.remove_expert(name)
+            changed = True
+        if changed and (self._router_dir() / "router.json").is_file():
+            self.save_router()
+
+    def _teach_router(self, name: str, examples: Sequence[str], save: bool = True) -> None:
+        if not hasattr(self.router, "add_expert"):
+            return
+        from .routing.training import embed_questions
+
+        self.router.add_expert(name, embed_questions(self.router, self.base, list(examples)))
+        if save:
+            self.save_router()
+
+    # -- generation ----------------------------------------------------------------------------------
+    def generate(self, prompts: Any, *, experts: Sequence[str] | None = None, **settings: Any):
+        """Answer a prompt (a string or chat messages: one :class:`MoEOutput`) or a list of prompts
+        (a list of them), routed by the base model's confidence.
+
+        Args:
+            prompts: a string, a conversation (``[{"role": "user", "content": ...}, ...]``), or a list of
+                either. A conversation is routed by its last user message and answered whole.
+            experts: skip the router's choice and answer with these registered experts (equal weights).
+            **settings: generation settings for this call: ``max_new_tokens``, ``temperature``,
+                ``top_p``, ``top_k``, ``do_sample``, ``seed``, ``repetition_penalty``, ``stop``,
+                ``system_prompt``, ``batch_size``.
+        """
+        single = isinstance(prompts, str) or _is_conversation(prompts)
+        items = normalize_prompts(prompts)
+        generation = self._generation(settings)
+        forced = self._check_forced(experts)
+        with self.base.lock:
+            outputs = self._answer(items, generation, forced)
+        return outputs[0] if single else outputs
+
+    __call__ = generate
+
+    def stream(self, prompt: Any, **settings: Any) -> MoEStream:
+        """Answer one prompt, yielding text as it is produced: ``for piece in moe.stream(q): ...``.
+        In ``pre`` mode the route is decided before the first token; in ``post`` mode after the base
+        answered (a base answer then comes at once, an expert answer streams). The finished
+        :class:`MoEOutput` is in ``.output`` after the loop. A streamed expert answer is not replaced
+        by a fallback: below the confidence floor it is flagged instead."""
+        items = normalize_prompts(prompt)
+        if len(items) != 1:
+            raise InvalidInputError("stream() takes one prompt (a string or one conversation)")
+        return MoEStream(self, items[0], self._generation(settings))
+
+    def _generation(self, settings: dict[str, Any]):
+        unknown = sorted(set(settings) - set(_GENERATION_KEYS))
+        if unknown:
+            raise InvalidInputError(f"unknown generation settings {unknown}; allowed: {', '.join(_GENERATION_KEYS)}")
+        if "temperature" in settings or "top_p" in settings or "top_k" in settings:
+            settings.setdefault("do_sample", True)
+        return self.config.generation.replace(**settings) if settings else self.config.generation
+
+    def _check_forced(self, experts: Sequence[str] | None) -> list[tuple[str, float]] | None:
+        if experts is None:
+            return None
+        names = [experts] if isinstance(experts, str) else list(experts)
+        if not names or not all(isinstance(n, str) for n in names):
+            raise InvalidInputError("experts: give a list of registered expert names")
+        known = set(self.experts.names()) | set(self.pool.extra_names)
+        for n in names:
+            if n not in known:
+                raise UnknownNameError("expert", n, known)
+        return [(n, 1.0 / len(names)) for n in dict.fromkeys(names)]
+
+    def _answer(self, prompts: list[Any], generation, forced, stream=None) -> list[MoEOutput]:
+        from .model.generation import streaming
+
+        started = time.perf_counter()
+        streamed = (lambda: streaming(stream)) if stream is not None else contextlib.nullcontext
+        timings: dict[str, float] = {}
+        base_signals: list[Any] = [None] * len(prompts)
+        mode = getattr(self.router, "mode", "post")
+        if mode == "pre":
+            with _timed(timings, "route"):
+                states = self.base.prompt_states(prompts, generation)
+                decisions = self._route([Query(p, states=s) for p, s in zip(prompts, states, strict=True)])
+            need_base = [i for i, d in enumerate(decisions) if d.route != "expert" and forced is None]
+            if need_base:
+                with _timed(timings, "base"), streamed():
+                    sigs = self.base.generate_with_signals([prompts[i] for i in need_base], generation)
+                for i, s in zip(need_base, sigs, strict=True):
+                    base_signals[i] = s
+        else:
+            with _timed(timings, "base"):
+                base_signals = self.base.generate_with_signals(prompts, generation)
+            with _timed(timings, "route"):
+                decisions = self._route([Query(p, signals=s) for p, s in zip(prompts, base_signals, strict=True)])
+        if forced is not None:
+            decisions = [_forced_decision(d, forced) for d in decisions]
+
+        outputs: list[MoEOutput | None] = [None] * len(prompts)
+        groups: dict[tuple, list[int]] = {}
+        for i, d in enumerate(decisions):
+            if d.route == "expert":
+                groups.setdefault(self._group_key(d.experts), []).append(i)
+            else:
+                outputs[i] = self._base_output(prompts[i], d, base_signals[i])
+        expert_ms = 0.0
+        for key, rows in groups.items():
+            t = time.perf_counter()
+            with streamed():
+                answered = self._expert_outputs([prompts[i] for i in rows], [decisions[i] for i in rows], list(key),
+                                                generation, base_signals, rows, fallback=stream is None,
+                                                forced=forced is not None)  # fmt: skip
+            for i, out in zip(rows, answered, strict=True):
+                outputs[i] = out
+            expert_ms += (time.perf_counter() - t) * 1000
+        if groups:
+            timings["experts"] = expert_ms
+        timings["total"] = (time.perf_counter() - started) * 1000
+        self._record_gaps([(p, d, o) for p, d, o in zip(prompts, decisions, outputs, strict=True) if o.route == "gap"])
+        for out in outputs:
+            out.timings = {**timings, **out.timings}
+        return outputs  # type: ignore[return-value]
+
+    def _route(self, queries: list[Query]) -> list[RouteDecision]:
+        return list(self.router.route_batch(queries))
+
+    def _group_key(self, experts: Sequence[tuple[str, float]]) -> tuple:
+        if self.config.integrator.strategy == "select":
+            return ((max(experts, key=lambda e: e[1])[0], 1.0),)  # select only looks at the top expert
+        return tuple((n, round(w, 3)) for n, w in experts)
+
+    def _base_output(self, prompt, decision: RouteDecision, signals) -> MoEOutput:
+        flagged = decision.route == "gap"
+        reason = decision.reason + ("; the base answer is returned, flagged, and the query logged as a gap"
+                                    if flagged else "")  # fmt: skip
+        attribution = Attribution.single(BASE, self.base.tokenizer, signals.token_ids, route=decision.route,
+                                         base_confidence=decision.confidence, reason=reason)  # fmt: skip
+        return MoEOutput(prompt=prompt, text=signals.text, route=decision.route, confidence=decision.confidence,
+                         expert_confidence=None, experts=[], attribution=attribution, reason=reason,
+                         flagged=flagged, base_text=signals.text, signals=signals)  # fmt: skip
+
+    def _expert_outputs(self, prompts, decisions, experts, generation, base_signals, rows, fallback=True,
+                        forced=False):  # fmt: skip
+        floor = self.config.integrator.expert_confidence_floor
+        before = self.pool.stats
+        answers = self.integrator.generate(prompts, experts, generation)
+        cache = _cache_events(self.pool.stats - before)
+        outs = []
+        for prompt, decision, answer, row in zip(prompts, decisions, answers, rows, strict=True):
+            conf = self.expert_confidence(answer)
+            tried = [(answer, conf, cache)]
+            if conf < floor and fallback and not forced and self.config.integrator.fallback:
+                for name in self._fallbacks(decision, answer):
+                    before = self.pool.stats
+                    alt = self.integrator_for_fallback().generate([prompt], [(name, 1.0)], generation)[0]
+                    alt_conf = self.expert_confidence(alt)
+                    tried.append((alt, alt_conf, _cache_events(self.pool.stats - before)))
+                    if alt_conf >= floor:
+                        break
+            outs.append(self._final_output(prompt, decision, tried, floor, base_signals[row], forced))
+        return outs
+
+    def integrator_for_fallback(self):
+        from .integration import SelectIntegrator
+
+        return SelectIntegrator(self.config.integrator, self.pool)
+
+    def _fallbacks(self, decision: RouteDecision, answer: ExpertAnswer) -> list[str]:
+        used = {n for n, _ in answer.experts}
+        floor = getattr(self.router.config, "min_match_score", 0.0)
+        ranked = sorted(decision.expert_scores.items(), key=lambda kv: (-kv[1], kv[0]))
+        return [n for n, s in ranked if s >= floor and n not in used]
+
+    def _final_output(self, prompt, decision, tried, floor, base_signals, forced=False) -> MoEOutput:
+        best_answer, best_conf, _ = max(tried, key=lambda t: t[1])
+        chosen = next(((a, c, e) for a, c, e in tried if c >= floor), None)
+        cache = _sum_cache([e for _, _, e in tried])
+        candidates = [{"experts": [list(x) for x in a.experts], "text": a.signals.text, "confidence": c}
+                      for a, c, _ in tried]  # fmt: skip
+        reason = decision.reason
+        if len(tried) > 1:
+            reason += "; " + ", ".join(f"{'+'.join(n for n, _ in a.experts)} answered with confidence {c:.2f}"
+                                       for a, c, _ in tried)  # fmt: skip
+        flagged, route = False, "expert"
+        if chosen is None:
+            if self.config.integrator.on_low_confidence == "abstain" and not forced:
+                route = "abstain"
+                reason += f"; no expert answer reached the confidence floor {floor:.2f}: abstaining"
+            else:
+                chosen, flagged = (best_answer, best_conf, None), True
+                what = "the answer of the experts asked for" if forced else "the best one"
+                reason += f"; no expert answer reached the floor {floor:.2f}: {what} is returned, flagged"
+        if route == "abstain":
+            attribution = Attribution(route="abstain", base_confidence=decision.confidence, reason=reason,
+                                      cache=cache, strategy=best_answer.strategy,
+                                      expert_confidence={n: best_conf for n, _ in best_answer.experts})  # fmt: skip
+            return MoEOutput(prompt=prompt, text=self.config.integrator.abstain_text, route="abstain",
+                             confidence=decision.confidence, expert_confidence=best_conf, experts=[],
+                             attribution=attribution, cache=cache, reason=reason, flagged=True,
+                             base_text=getattr(base_signals, "text", None), candidates=candidates)  # fmt: skip
+        answer, conf, _ = chosen
+        pieces = token_pieces(self.base.tokenizer, answer.signals.token_ids)
+        from .integration.attribution import TokenAttribution
+
+        tokens = [TokenAttribution(p, t, dict(w)) for p, t, w in
+                  zip(pieces, answer.signals.token_ids, answer.token_weights, strict=True)]  # fmt: skip
+        attribution = Attribution(route="expert", tokens=tokens, base_confidence=decision.confidence,
+                                  expert_confidence={n: conf for n, _ in answer.experts}, reason=reason,
+                                  cache=cache, strategy=answer.strategy)  # fmt: skip
+        return MoEOutput(prompt=prompt, text=answer.signals.text, route="expert", confidence=decision.confidence,
+                         expert_confidence=conf, experts=list(answer.experts), attribution=attribution, cache=cache,
+                         reason=reason, flagged=flagged, base_text=getattr(base_signals, "text", None),
+                         candidates=candidates, signals=answer.signals)  # fmt: skip
+
+    def expert_confidence(self, answer: ExpertAnswer) -> float:
+        """The answering experts' confidence in [0, 1]: the mean chosen-token log-probability of the
+        answer, through each expert's own calibrator (fitted on its held-out questions when it was
+        created; fine-tuned experts are overconfident) or ``exp`` when it has none, weighted."""
+        lp = answer.signals.token_logprobs
+        raw = float(lp.mean()) if len(lp) else -1e3
+        total = 0.0
+        for name, weight in answer.experts:
+            calibrator = self._calibrator(name)
+            value = float(calibrator(raw)) if calibrator is not None else math.exp(min(raw, 0.0))
+            total += weight * min(max(value, 0.0), 1.0)
+        return total
+
+    def _calibrator(self, name: str):
+        if name not in self.experts:
+            return None
+        card = self.experts.card(name)
+        key = (name, card.version)
+        if key not in self._calibrators:
+            from .uncertainty.calibration import Calibrator
+
+            state = card.metrics.get("confidence_calibrator")
+            self._calibrators[key] = Calibrator.from_dict(state) if state else None
+        return self._calibrators[key]
+
+    def _record_gaps(self, gaps: list[tuple[Any, RouteDecision, MoEOutput]]) -> None:
+        if self.gaps is None or not gaps:
+            return
+        embeddings: list[Any] = [None] * len(gaps)
+        try:
+            embeddings = list(self.embed_queries([Query(p, signals=o.signals) for p, _, o in gaps]))
+        except (InvalidInputError, ImportError) as e:  # the gap is still worth recording without it
+            logger.warning("gap queries recorded without embeddings: %s", e)
+        for (prompt, decision, _), emb in zip(gaps, embeddings, strict=True):
+            self.gaps.record_decision(Query(prompt).text, decision, embedding=emb)
+
+    def embed_queries(self, queries: Sequence[Query]):
+        """Query embeddings as the router matches them (``router.embedder``): the router's own ``embed``
+        when it has one, else the base's hidden states over the user's words or MiniLM."""
+        if hasattr(self.router, "embed"):
+            return self.router.embed(list(queries))
+        import numpy as np
+
+        if self.config.router.embedder == "base":
+            return np.stack([np.asarray(q.view.query_hidden, dtype=np.float32) for q in queries])
+        from .routing.encoders import make_embedder
+
+        if getattr(self, "_embedder", None) is None:
+            self._embedder = make_embedder(self.config.router.embedder, self.base)
+        return np.asarray(self._embedder.encode([q.text for q in queries]), dtype=np.float32)
+
+    def __repr__(self) -> str:
+        return (f"AdaptiveMoE(base={self.base.name!r}, experts={self.experts.names()}, "
+                f"router={type(self.router).__name__}, integrator={self.config.integrator.strategy!r})")  # fmt: skip
+
+
+class MoEStream:
+    """Iterates over the text of one answer as it is generated; ``.output`` holds the
+    :class:`MoEOutput` once the iteration ends (see :meth:`AdaptiveMoE.stream`). Breaking out of the
+    loop early does not stop the generation under way; it finishes in the background."""
+
+    def __init__(self, moe: AdaptiveMoE, prompt: Any, generation) -> None:
+        self.moe, self.prompt, self.generation = moe, prompt, generation
+        self.output: MoEOutput | None = None
+        self._error: BaseException | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        import threading
+
+        streamer = _FirstRowStreamer(self.moe.base.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+
+        def work() -> None:
+            try:
+                with self.moe.base.lock:
+                    self.output = self.moe._answer([self.prompt], self.generation, None, stream=streamer)[0]
+            except BaseException as e:  # noqa: BLE001 - re-raised in the consuming thread
+                self._error = e
+            finally:
+                streamer.end()
+
+        thread = threading.Thread(target=work, name="adaptive_moe-stream", daemon=True)
+        thread.start()
+        for piece in streamer:
+            if piece:
+                yield piece
+        thread.join()
+        if self._error is not None:
+            raise self._error
+        if self.output is not None and not streamer.streamed_any and self.output.text:
+            yield self.output.text  # no streamed generation chose the text (a post-mode base answer, an abstention)
+
+
+def _first_row_streamer_class():
+    from transformers import TextIteratorStreamer
+
+    class FirstRowStreamer(TextIteratorStreamer):
+        """A text streamer that follows the first row of a batch (a mixture's rows carry the same tokens)."""
+
+        streamed_any = False
+
+        def put(self, value):
+            if value.dim() > 1:
+                value = value[:1]
+            if not self.next_tokens_are_prompt:
+                self.streamed_any = True
+            super().put(value)
+
+    return FirstRowStreamer
+
+
+def _FirstRowStreamer(*args: Any, **kwargs: Any):  # a class made lazily: transformers is imported on first use
+    return _first_row_streamer_class()(*args, **kwargs)
+
+
+def _forced_decision(d: RouteDecision, experts: list[tuple[str, float]]) -> RouteDecision:
+    names = ", ".join(n for n, _ in experts)
+    return RouteDecision("expert", d.confidence, list(experts), reason=f"experts chosen by the caller: {names}",
+                         expert_scores=d.expert_scores, mode=d.mode, raw_confidence=d.raw_confidence)  # fmt: skip
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], key: str):
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = timings.get(key, 0.0) + (time.perf_counter() - t) * 1000
+
+
+def _cache_events(stats) -> dict[str, int]:
+    return {"hits": stats.hits, "misses": stats.misses, "evictions": stats.evictions, "hotswaps": stats.hotswaps}
+
+
+def _sum_cache(events: list[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for e in events:
+        for k, v in e.items():
+            out[k] = out.get(k, 0) + v
+    return out
