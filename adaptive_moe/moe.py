@@ -207,6 +207,13 @@ class AdaptiveMoE:
             return
         from .routing.training import embed_questions
 
+        matcher = getattr(self.router, "matcher", None)
+        if matcher is not None and getattr(matcher, "background", False) is None:
+            # centre the matcher on general questions (the shipped check set), which no expert should take
+            from .creation import general_knowledge_questions
+
+            general = [q for q, _ in general_knowledge_questions()]
+            matcher.set_background(embed_questions(self.router, self.base, general))
         self.router.add_expert(name, embed_questions(self.router, self.base, list(examples)))
         if save:
             self.save_router()

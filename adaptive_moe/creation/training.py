@@ -79,6 +79,8 @@ def _as_example(item: Any, i: int) -> Example:
             raise InvalidInputError(f"training text {i} is empty")
         return Example(text=item.strip())
     if isinstance(item, dict):
+        if item.get("prompt") and "text" in item:  # a QA row as build_training_data(...).to_dataset() writes it
+            return _qa(item["prompt"], item["text"], i)
         if "text" in item:
             return _as_example(item["text"], i)
         for q, a in (("question", "answer"), ("question", "answers"), ("prompt", "completion")):

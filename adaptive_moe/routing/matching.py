@@ -50,6 +50,11 @@ class ExpertMatcher(ABC):
             return x.shape[1]
         return None if self._background is None else self._background.shape[1]
 
+    @property
+    def background(self) -> np.ndarray | None:
+        """Embeddings of queries no expert covers (the centre of the space), if set."""
+        return self._background
+
     def set_background(self, embeddings: Any) -> None:
         """Embeddings of queries no expert covers (general questions): the centre of the space."""
         x = _as_matrix(embeddings, "background")

@@ -201,3 +201,18 @@ def test_mixed_precision_resolution(base):
     assert resolve_mixed_precision("auto", base) in ("bf16", "no")  # bf16 only where the CPU has it
     with pytest.raises(InvalidInputError, match="'fp16' needs CUDA"):
         resolve_mixed_precision("fp16", base)
+
+
+def test_rows_in_the_shapes_users_have_them():
+    examples = as_examples([
+        "A document.",
+        ("Where was Varnel born?", ["Quenbury", "Quen"]),
+        {"question": "Q1?", "answer": "A1"},
+        {"prompt": "Q2?", "completion": "A2"},
+        {"kind": "qa", "prompt": "Q3?", "text": "A3"},  # build_training_data(...).to_dataset() rows
+        {"kind": "document", "prompt": "", "text": "Another document."},
+    ])  # fmt: skip
+    assert [(e.prompt, e.text) for e in examples] == [
+        (None, "A document."), ("Where was Varnel born?", "Quenbury"), ("Q1?", "A1"), ("Q2?", "A2"), ("Q3?", "A3"),
+        (None, "Another document."),
+    ]  # fmt: skip
