@@ -84,6 +84,7 @@ class AdaptiveMoE:
 
             self.gaps = GapLedger.from_config(self.config.gaps, self.config.workspace)
         self._calibrators: dict[tuple[str, int], Any] = {}
+        self._calibrator_overrides: dict[str, Any] = {}
         self.sync_experts()
 
     # -- construction --------------------------------------------------------------------------------
@@ -168,7 +169,7 @@ class AdaptiveMoE:
             raise InvalidInputError(f"expert {name!r}: give example questions or a domain description for matching")
         card = self.experts.import_adapter(adapter_dir, name, domain=domain, base=self.base, metrics=metrics,
                                            new_version=new_version, extra={"example_questions": examples})  # fmt: skip
-        self._teach_router(name, examples or [domain])
+        self.teach_router(name, examples or [domain])
         return card
 
     def remove_expert(self, name: str) -> None:
@@ -181,6 +182,46 @@ class AdaptiveMoE:
                 self.router.remove_expert(name)
                 self.save_router()
 
+    def create_expert(self, name: str, documents: Any = None, questions: Any = None, **kwargs: Any):
+        """Grow an expert from documents (and/or question-answer pairs): training data -> LoRA ->
+        evaluation -> admission -> registered, matched by the router, covered gaps resolved. Returns a
+        :class:`~adaptive_moe.creation.pipeline.CreationResult` (``.admitted``, ``.metrics``); see
+        :func:`~adaptive_moe.creation.pipeline.create_expert` for the options."""
+        from .creation.pipeline import create_expert
+
+        return create_expert(self, name, documents, questions, **kwargs)
+
+    def analyze_gaps(self, **kwargs: Any):
+        """Cluster the open knowledge gaps into candidate domains: a
+        :class:`~adaptive_moe.gaps.GapReport` with, per cluster, its size, mean confidence,
+        representative queries, keywords, a suggested expert name and whether an existing expert nearly
+        covers it. Keyword arguments go to :func:`~adaptive_moe.gaps.analyze_gaps`."""
+        from .gaps import analyze_gaps
+
+        if self.gaps is None:
+            raise InvalidInputError("the gap ledger is off (gaps.enabled: false); turn it on to analyse gaps")
+        g = self.config.gaps
+        matcher = getattr(self.router, "matcher", None)
+        options: dict[str, Any] = {
+            "embed": lambda texts: self.embed_queries([Query(t) for t in texts]),
+            "min_cluster_size": g.min_cluster_size, "max_clusters": g.max_clusters,
+            "nearly_covered": g.nearly_covered, "distance_threshold": g.cluster_distance,
+        }  # fmt: skip
+        if matcher is not None and matcher.experts:
+            options["known_experts"] = matcher.scores
+        if matcher is not None and matcher.background is not None:
+            options["background"] = matcher.background
+        return analyze_gaps(self.gaps, **{**options, **kwargs})
+
+    def resolve_gaps(self, name: str) -> list[int]:
+        """Mark the open gaps that expert ``name`` now covers (its match score reaches
+        ``router.min_match_score``) as resolved by it; returns their ids."""
+        matcher = getattr(self.router, "matcher", None)
+        if self.gaps is None or matcher is None or name not in matcher.experts:
+            return []
+        floor = getattr(self.router.config, "min_match_score", 0.5)
+        return self.gaps.resolve_matching(matcher.scores, name, min_score=floor)
+
     def sync_experts(self) -> None:
         """Make the router's matcher know exactly the registered experts (from each card's example
         questions, else its domain description)."""
@@ -192,7 +233,7 @@ class AdaptiveMoE:
             card = self.experts.card(name)
             examples = list(card.extra.get("example_questions") or []) or ([card.domain] if card.domain else [])
             if examples:
-                self._teach_router(name, examples, save=False)
+                self.teach_router(name, examples, save=False)
                 changed = True
             else:
                 logger.warning("expert %s has no example questions or domain: the router cannot match it", name)
@@ -202,7 +243,9 @@ class AdaptiveMoE:
         if changed and (self._router_dir() / "router.json").is_file():
             self.save_router()
 
-    def _teach_router(self, name: str, examples: Sequence[str], save: bool = True) -> None:
+    def teach_router(self, name: str, examples: Sequence[str], save: bool = True) -> None:
+        """Let the router's matcher know expert ``name`` from example questions it answers (and save the
+        router to the workspace when ``save``)."""
         if not hasattr(self.router, "add_expert"):
             return
         from .routing.training import embed_questions
@@ -219,7 +262,9 @@ class AdaptiveMoE:
             self.save_router()
 
     # -- generation ----------------------------------------------------------------------------------
-    def generate(self, prompts: Any, *, experts: Sequence[str] | None = None, **settings: Any):
+    def generate(
+        self, prompts: Any, *, experts: Sequence[str] | None = None, record_gaps: bool = True, **settings: Any
+    ):
         """Answer a prompt (a string or chat messages: one :class:`MoEOutput`) or a list of prompts
         (a list of them), routed by the base model's confidence.
 
@@ -227,6 +272,7 @@ class AdaptiveMoE:
             prompts: a string, a conversation (``[{"role": "user", "content": ...}, ...]``), or a list of
                 either. A conversation is routed by its last user message and answered whole.
             experts: skip the router's choice and answer with these registered experts (equal weights).
+            record_gaps: log "gap" queries in the gap ledger (off for evaluation runs).
             **settings: generation settings for this call: ``max_new_tokens``, ``temperature``,
                 ``top_p``, ``top_k``, ``do_sample``, ``seed``, ``repetition_penalty``, ``stop``,
                 ``system_prompt``, ``batch_size``.
@@ -236,7 +282,7 @@ class AdaptiveMoE:
         generation = self._generation(settings)
         forced = self._check_forced(experts)
         with self.base.lock:
-            outputs = self._answer(items, generation, forced)
+            outputs = self._answer(items, generation, forced, record_gaps=record_gaps)
         return outputs[0] if single else outputs
 
     __call__ = generate
@@ -272,7 +318,7 @@ class AdaptiveMoE:
                 raise UnknownNameError("expert", n, known)
         return [(n, 1.0 / len(names)) for n in dict.fromkeys(names)]
 
-    def _answer(self, prompts: list[Any], generation, forced, stream=None) -> list[MoEOutput]:
+    def _answer(self, prompts: list[Any], generation, forced, stream=None, record_gaps=True) -> list[MoEOutput]:
         from .model.generation import streaming
 
         started = time.perf_counter()
@@ -297,7 +343,29 @@ class AdaptiveMoE:
                 decisions = self._route([Query(p, signals=s) for p, s in zip(prompts, base_signals, strict=True)])
         if forced is not None:
             decisions = [_forced_decision(d, forced) for d in decisions]
+        outputs = self._complete(prompts, decisions, base_signals, generation, timings, streamed, stream is None,
+                                 forced is not None)  # fmt: skip
+        timings["total"] = (time.perf_counter() - started) * 1000
+        if record_gaps:
+            self._record_gaps([(p, d, o) for p, d, o in zip(prompts, decisions, outputs, strict=True)
+                               if o.route == "gap"])  # fmt: skip
+        for out in outputs:
+            out.timings = {**timings, **out.timings}
+        return outputs
 
+    def complete(self, prompts: Sequence[Any], decisions: Sequence[RouteDecision], base_signals: Sequence[Any],
+                 generation=None) -> list[MoEOutput]:  # fmt: skip
+        """Answer prompts whose routes are already decided (``base_signals``: the base's answers, used for
+        the base and gap routes): what :meth:`generate` does after routing, without the gap ledger.
+        Evaluation uses it to answer again only the queries whose route a new expert changes."""
+        prompts = normalize_prompts(list(prompts))
+        if not len(prompts) == len(decisions) == len(base_signals):
+            raise InvalidInputError("complete() needs one decision and one base answer per prompt")
+        with self.base.lock:
+            return self._complete(prompts, list(decisions), list(base_signals), generation or self.config.generation,
+                                  {}, contextlib.nullcontext, True, False)  # fmt: skip
+
+    def _complete(self, prompts, decisions, base_signals, generation, timings, streamed, fallback, forced):
         outputs: list[MoEOutput | None] = [None] * len(prompts)
         groups: dict[tuple, list[int]] = {}
         for i, d in enumerate(decisions):
@@ -310,17 +378,13 @@ class AdaptiveMoE:
             t = time.perf_counter()
             with streamed():
                 answered = self._expert_outputs([prompts[i] for i in rows], [decisions[i] for i in rows], list(key),
-                                                generation, base_signals, rows, fallback=stream is None,
-                                                forced=forced is not None)  # fmt: skip
+                                                generation, base_signals, rows, fallback=fallback,
+                                                forced=forced)  # fmt: skip
             for i, out in zip(rows, answered, strict=True):
                 outputs[i] = out
             expert_ms += (time.perf_counter() - t) * 1000
         if groups:
             timings["experts"] = expert_ms
-        timings["total"] = (time.perf_counter() - started) * 1000
-        self._record_gaps([(p, d, o) for p, d, o in zip(prompts, decisions, outputs, strict=True) if o.route == "gap"])
-        for out in outputs:
-            out.timings = {**timings, **out.timings}
         return outputs  # type: ignore[return-value]
 
     def _route(self, queries: list[Query]) -> list[RouteDecision]:
@@ -427,7 +491,17 @@ class AdaptiveMoE:
             total += weight * min(max(value, 0.0), 1.0)
         return total
 
+    def set_expert_calibrator(self, name: str, calibrator: Any) -> None:
+        """Use ``calibrator`` (raw mean log-prob -> confidence) for expert ``name`` from now on, over the
+        one its card holds; ``None`` goes back to the card's."""
+        if calibrator is None:
+            self._calibrator_overrides.pop(name, None)
+        else:
+            self._calibrator_overrides[name] = calibrator
+
     def _calibrator(self, name: str):
+        if name in self._calibrator_overrides:
+            return self._calibrator_overrides[name]
         if name not in self.experts:
             return None
         card = self.experts.card(name)

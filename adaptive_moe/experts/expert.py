@@ -308,6 +308,9 @@ class LoRAExpert(Expert):
         self.base = None
 
     def generate(self, prompts: Any, generation: GenerationConfig | None = None, **overrides: Any) -> list:
+        """Answer with this expert's adapter slot active. Inside ``host.merged(expert.slot)`` (the merged
+        fast path, ``integrator.merged_fast_path``) the merged weights answer and the adapter is not
+        added a second time."""
         prompts, gen = self.prepare_request(prompts, generation, **overrides)
         with self.base.adapter_host.activated(self.slot):
             return self.base.generate_with_signals(prompts, gen)

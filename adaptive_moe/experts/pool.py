@@ -42,6 +42,8 @@ class PoolStats:
         resident: experts loaded now, least recently used first.
         rss_bytes: resident memory of this process (None where the platform does not say).
         cuda_bytes: CUDA memory allocated by torch (None without CUDA).
+        merged_bytes: memory held by the merged fast path's cached weights (one copy of each adapted
+            weight per cached expert; ``integrator.merged_fast_path``).
     """
 
     hits: int = 0
@@ -54,6 +56,7 @@ class PoolStats:
     resident: tuple[str, ...] = ()
     rss_bytes: int | None = None
     cuda_bytes: int | None = None
+    merged_bytes: int = 0
 
     @property
     def requests(self) -> int:
@@ -224,9 +227,11 @@ class ExpertPool:
 
     @property
     def stats(self) -> PoolStats:
+        host = self.base.adapter_host
         return PoolStats(**self._counts, load_ms=self._load_ms, resident_bytes=self.resident_bytes,
                          resident=tuple(self._entries), rss_bytes=process_rss_bytes(),
-                         cuda_bytes=torch.cuda.memory_allocated() if torch.cuda.is_available() else None)  # fmt: skip
+                         cuda_bytes=torch.cuda.memory_allocated() if torch.cuda.is_available() else None,
+                         merged_bytes=host.merged_bytes if host is not None else 0)  # fmt: skip
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -117,7 +117,7 @@ class Router(ABC):
     def route(self, query: Query) -> RouteDecision:
         """Decide: confident base (confidence >= threshold; a threshold of 1.0 trusts the base never) →
         ``"base"``; otherwise the top-k experts whose match score reaches
-        ``min_match_score`` → ``"expert"``; otherwise → ``"gap"``."""
+        ``min_match_score`` (and is above 0: a score of 0 covers nothing) → ``"expert"``; otherwise → ``"gap"``."""
         return self._decide(self.score(query))
 
     def _decide(self, s: RouteScores) -> RouteDecision:
@@ -129,7 +129,7 @@ class Router(ABC):
         if s.confidence is not None and s.confidence >= cfg.threshold and cfg.threshold < 1.0:  # 1.0: never the base
             return RouteDecision("base", reason=f"base confidence {s.confidence:.2f} >= threshold {cfg.threshold:.2f}",
                                  **common)  # fmt: skip
-        matched = sorted(((n, v) for n, v in s.expert_scores.items() if v >= cfg.min_match_score),
+        matched = sorted(((n, v) for n, v in s.expert_scores.items() if v >= cfg.min_match_score and v > 0),
                          key=lambda item: (-item[1], item[0]))[: cfg.top_k]  # fmt: skip
         low = "no base score" if s.confidence is None else f"base confidence {s.confidence:.2f} < {cfg.threshold:.2f}"
         if matched:

@@ -1,0 +1,229 @@
+"""The expert-creation pipeline: documents for a domain -> training data -> LoRA -> evaluation ->
+admission -> registered expert.
+
+Every stage is timed and logged. The work lives in ``<workspace>/creating/<name>/`` until the expert
+is registered: ``data.json`` (the training set), ``adapter/`` (written atomically by ``train_lora``)
+and ``evaluation.json``. A run that crashed resumes where it stopped when it is started again with the
+same inputs and settings (a changed input starts over). Registering is one atomic step of the
+registry, so an interrupted or rejected run registers nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidInputError, OutputExistsError
+from ..experts.card import validate_expert_name
+from ..utils.io import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+WORK_DIR = "creating"
+STATE_FILE = "state.json"
+
+
+@dataclass
+class CreationResult:
+    """What :func:`create_expert` did.
+
+    Attributes:
+        name: the expert's name.
+        admitted: it passed the admission gate and is registered (``card`` is its card).
+        metrics: domain accuracy base / expert / routed, general accuracy of the routed system without
+            and with it, flips, the share of general questions routed to it.
+        reasons: the admission criteria with their numbers.
+        timings: seconds per stage (``data``, ``train``, ``evaluate``, ``register``) and ``total``.
+        data: counts of the training set (facts, questions, documents, held out).
+        report: the full :class:`~adaptive_moe.creation.evaluation.AdmissionReport`.
+        card: the registered :class:`~adaptive_moe.experts.ExpertCard` when admitted.
+        resolved_gaps: ids of the gap-ledger entries the new expert now covers.
+        resumed: stages skipped because an earlier run had finished them.
+    """
+
+    name: str
+    admitted: bool
+    metrics: dict[str, Any]
+    reasons: list[str]
+    timings: dict[str, float]
+    data: dict[str, Any]
+    report: Any = None
+    card: Any = None
+    resolved_gaps: list[int] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "admitted": self.admitted, "metrics": self.metrics, "reasons": self.reasons,
+                "timings": self.timings, "data": self.data, "resolved_gaps": self.resolved_gaps,
+                "resumed": self.resumed, "card": self.card.to_dict() if self.card is not None else None}  # fmt: skip
+
+    def __str__(self) -> str:
+        m = self.metrics
+        lines = [f"expert {self.name!r}: {'ADMITTED' if self.admitted else 'REJECTED'}",
+                 *[f"  - {r}" for r in self.reasons],
+                 f"  domain accuracy: base {m.get('domain_accuracy_base', 0):.2f}, expert "
+                 f"{m.get('domain_accuracy', 0):.2f}, routed system {m.get('domain_accuracy_routed', 0):.2f}",
+                 "  stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items())]  # fmt: skip
+        return "\n".join(lines)
+
+
+def _user_questions_data(questions: Any, heldout_questions: Any):
+    """A training set of the user's own question-answer pairs alone (no documents)."""
+    from .data import Source, TrainingData
+    from .training import as_examples
+
+    train = [(e.prompt, e.text) for e in as_examples(questions) if e.is_qa]
+    if not train:
+        raise InvalidInputError("questions: give (question, answer) pairs when no documents are given")
+    if heldout_questions is None:
+        raise InvalidInputError(
+            "without documents the questions are all for training; pass heldout_questions= (worded unlike the "
+            "training ones) so the expert can be evaluated before it is admitted"
+        )
+    from .evaluation import _split_qa
+
+    hq, hg = _split_qa(list(heldout_questions))
+    digest = hashlib.sha256(json.dumps([train, hq, hg]).encode()).hexdigest()
+    source = Source("questions", sum(len(q) + len(a) for q, a in train), digest)
+    stats = {"qa_train": len(train), "qa_heldout": len(hq), "documents": 0}
+    return TrainingData(train=train, heldout=list(zip(hq, hg, strict=True)), facts=[], sources=[source], stats=stats,
+                        sha256=digest)  # fmt: skip
+
+
+def create_expert(
+    moe,
+    name: str,
+    documents: Any = None,
+    questions: Any = None,
+    *,
+    heldout_questions: Any = None,
+    domain: str = "",
+    new_version: bool = False,
+    lora=None,
+    general: Sequence[Any] | None = None,
+    progress: bool = True,
+    resume: bool = True,
+) -> CreationResult:
+    """Grow expert ``name`` for ``moe`` (an :class:`~adaptive_moe.AdaptiveMoE`) from documents.
+
+    Args:
+        documents: files (.txt, .md, .jsonl), folders, texts or a ``datasets.Dataset`` (see
+            :func:`~adaptive_moe.creation.data.build_training_data`); ``None`` with ``questions`` alone.
+        questions: the user's own question-answer pairs, trained on as given.
+        heldout_questions: pairs for evaluation only (needed when there are no documents).
+        domain: what the expert covers, in words (default: from the documents' first line).
+        new_version: when ``name`` exists, add a new version instead of failing.
+        lora: :class:`~adaptive_moe.config.LoRASettings` (default: ``config.creation.lora``).
+        general: the general check set for the admission gate (default: the shipped one).
+        resume: pick up the stages a crashed run with the same inputs finished.
+
+    Raises:
+        OutputExistsError: ``name`` exists and ``new_version`` is false (checked before any work).
+        InvalidInputError: empty or binary documents, too little text for a question, bad names.
+    """
+    from .data import build_training_data
+    from .evaluation import evaluate_candidate
+    from .training import train_lora
+
+    validate_expert_name(name)
+    if name in moe.experts and not new_version:
+        raise OutputExistsError(f"expert {name!r} exists; pass new_version=True to add a version, or pick another name")
+    cfg = moe.config.creation
+    lora = lora or cfg.lora
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    if documents is None:
+        if questions is None:
+            raise InvalidInputError("create_expert needs documents or question-answer pairs")
+        data = _user_questions_data(questions, heldout_questions)
+    else:
+        data = build_training_data(documents, questions=questions, heldout_questions=heldout_questions,
+                                   restatements=cfg.restatements, heldout_fraction=cfg.heldout_fraction)  # fmt: skip
+    if not data.heldout:
+        raise InvalidInputError(
+            f"the documents gave no question to hold out for evaluation ({data.stats.get('facts', 0)} facts); "
+            "add documents or pass heldout_questions="
+        )
+    timings["data"] = time.perf_counter() - t
+    logger.info("expert %s: training data %s", name, json.dumps(data.stats))
+
+    work = moe.config.workspace_path(WORK_DIR) / name
+    key = hashlib.sha256(json.dumps([data.sha256, lora.to_dict(), moe.base.fingerprint, cfg.to_dict()],
+                                    sort_keys=True, default=str).encode()).hexdigest()  # fmt: skip
+    state = _read_state(work)
+    resumed: list[str] = []
+    if state.get("key") != key or not resume:
+        if work.exists():
+            logger.info("expert %s: starting over (inputs or settings changed since the last run)", name)
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        state = {"key": key, "stages": []}
+        _write_state(work, state)
+    atomic_write_text(work / "data.json", json.dumps({"stats": data.stats, "sha256": data.sha256,
+                                                      "heldout": data.heldout}, indent=1))  # fmt: skip
+
+    adapter = work / "adapter"
+    t = time.perf_counter()
+    if "train" in state["stages"] and (adapter / "adapter_model.safetensors").is_file():
+        resumed.append("train")
+        logger.info("expert %s: resuming, the adapter trained by an earlier run is in %s", name, adapter)
+    else:
+        if adapter.exists():
+            shutil.rmtree(adapter)
+        with moe.base.lock:
+            moe.pool.clear()  # training attaches its own LoRA: the pool's experts come back on demand
+            train_lora(moe.base, data.train, adapter, lora=lora, progress=progress, generation=moe.config.generation)
+        state["stages"].append("train")
+        _write_state(work, state)
+    timings["train"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    training_questions = [q for q, _ in data.qa_pairs] or [domain or name]
+    report = evaluate_candidate(moe, name, adapter, data.heldout, training_questions=training_questions,
+                                general=general, forced_general=cfg.forced_general_questions,
+                                progress=progress)  # fmt: skip
+    atomic_write_text(work / "evaluation.json", json.dumps(report.to_dict(), indent=1, default=str))
+    timings["evaluate"] = time.perf_counter() - t
+    logger.info("expert %s: %s", name, report)
+
+    card, resolved = None, []
+    t = time.perf_counter()
+    if report.admitted:
+        description = domain or _describe(data, name)
+        card = moe.add_expert(adapter, name, domain=description, questions=training_questions,
+                              new_version=new_version, metrics=report.metrics())  # fmt: skip
+        resolved = moe.resolve_gaps(name)
+        shutil.rmtree(work, ignore_errors=True)  # registered: the work folder has served
+    timings["register"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - started
+    return CreationResult(name=name, admitted=report.admitted, metrics=report.metrics(), reasons=report.reasons,
+                          timings=timings, data=dict(data.stats), report=report, card=card, resolved_gaps=resolved,
+                          resumed=resumed)  # fmt: skip
+
+
+def _describe(data, name: str) -> str:
+    subjects: dict[str, int] = {}
+    for fact in data.facts:
+        subjects[fact.subject] = subjects.get(fact.subject, 0) + 1
+    top = sorted(subjects, key=lambda s: -subjects[s])[:3]
+    return f"{name}: " + ", ".join(top) if top else name
+
+
+def _read_state(work: Path) -> dict[str, Any]:
+    try:
+        return json.loads((work / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_state(work: Path, state: dict[str, Any]) -> None:
+    atomic_write_text(work / STATE_FILE, json.dumps(state))
