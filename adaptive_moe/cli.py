@@ -28,26 +28,62 @@ def _usage_error(message: str) -> SystemExit:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import format_rows, run_signals_demo
+    from .demo import run_demo
 
-    rows = run_signals_demo(_load_config(args.config))
-    print(format_rows(rows))
+    run_demo(_load_config(args.config), progress=not args.quiet)
     return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .model import load_base_model
+    from .moe import AdaptiveMoE
 
-    cfg = _load_config(args.config)
-    overrides = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens is not None else {}
-    base = load_base_model(cfg.model)
-    signals = base.generate_with_signals(args.prompt, cfg.generation, **overrides)
+    settings = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens is not None else {}
+    experts = [e for e in args.experts.split(",") if e] if args.experts else None
+    moe = AdaptiveMoE(_load_config(args.config))
+    outputs = moe.generate(list(args.prompt), experts=experts, **settings)
     if args.json:
-        print(json.dumps([s.to_dict() for s in signals], indent=2))
+        rows = []
+        for o in outputs:
+            row = o.to_dict()
+            if args.signals and o.signals is not None:
+                row["signals"] = o.signals.to_dict()
+            rows.append(row)
+        print(json.dumps(rows, indent=2))
     else:
-        for s in signals:
-            print(s.text)
+        for o in outputs:
+            conf = "n/a" if o.confidence is None else f"{o.confidence:.2f}"
+            experts_ = ", ".join(n for n, _ in o.experts)
+            print(f"{o.text}\n  [route {o.route}{' ' + experts_ if experts_ else ''}, confidence {conf}"
+                  f"{', flagged' if o.flagged else ''}]")  # fmt: skip
     return 0
+
+
+def cmd_gaps(args: argparse.Namespace) -> int:
+    from .moe import AdaptiveMoE
+
+    report = AdaptiveMoE(_load_config(args.config)).analyze_gaps()
+    if args.out:
+        report.write(args.out)
+    print(report.to_json() if args.json else str(report))
+    return 0
+
+
+def cmd_create_expert(args: argparse.Namespace) -> int:
+    from .moe import AdaptiveMoE
+    from .routing.training import read_labelled_questions
+
+    questions = _qa_pairs(read_labelled_questions(args.questions)) if args.questions else None
+    heldout = _qa_pairs(read_labelled_questions(args.heldout)) if args.heldout else None
+    moe = AdaptiveMoE(_load_config(args.config))
+    result = moe.create_expert(args.name, documents=args.docs or None, questions=questions,
+                               heldout_questions=heldout, domain=args.domain or "", new_version=args.new_version,
+                               progress=not args.quiet)  # fmt: skip
+    print(json.dumps(result.to_dict(), indent=2, default=str) if args.json else str(result))
+    return 0 if result.admitted else 1
+
+
+def _qa_pairs(rows: list[dict]) -> list[tuple[str, list[str]]]:
+    return [(r["question"], list(r["answers"])) for r in rows]
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -155,13 +191,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", parents=[common], help="run the main job on the embedded model")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("generate", parents=[common], help="answer prompts with the base model")
+    p = sub.add_parser("generate", parents=[common], help="answer prompts, routed between the base and experts")
     p.add_argument("prompt", nargs="+", help="one or more prompts")
     p.add_argument("--max-new-tokens", type=int, default=None)
-    p.add_argument("--json", action="store_true", help="print answers with their signals as JSON")
+    p.add_argument("--experts", help="comma-separated expert names to answer with (skips the router's choice)")
+    p.add_argument("--json", action="store_true", help="print each answer with its route and attribution as JSON")
+    p.add_argument("--signals", action="store_true", help="with --json: add the answer's token log-probs")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("gaps", parents=[common], help="cluster the logged knowledge gaps into candidate domains")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--out", help="also write gaps.json and gaps.md to this folder")
+    p.set_defaults(func=cmd_gaps)
+
+    p = sub.add_parser("create-expert", parents=[common], help="grow an expert from documents, admit and register it")
+    p.add_argument("name", help="the new expert's name")
+    p.add_argument("--docs", nargs="+", help="documents: .txt / .md / .jsonl files or folders")
+    p.add_argument("--questions", help='JSONL of your own training pairs {"question", "answers"}')
+    p.add_argument("--heldout", help="JSONL of evaluation-only pairs (needed without --docs)")
+    p.add_argument("--domain", help="what the expert covers, in words")
+    p.add_argument("--new-version", action="store_true", help="add a version when the name exists")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_create_expert)
 
     p = sub.add_parser("config", parents=[common], help="show, check or list configuration keys")
     p.add_argument("action", choices=("show", "check", "keys"))

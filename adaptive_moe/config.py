@@ -338,14 +338,16 @@ class GapsConfig(_Section):
 class LoRASettings(_Section):
     """LoRA adapter and training settings for new experts."""
 
-    r: int = _f(16, help="LoRA rank", ge=1)
-    alpha: int = _f(32, help="LoRA scaling numerator (scale = alpha / r)", ge=1)
+    r: int = _f(32, help="LoRA rank", ge=1)
+    alpha: int = _f(64, help="LoRA scaling numerator (scale = alpha / r)", ge=1)
     dropout: float = _f(0.0, help="dropout on the LoRA input (0 skips it: a third faster on CPU)", ge=0, lt=1)
     target_modules: str | list[str] = _f(
-        "all-linear", help="modules that get adapters: 'all-linear' or a list of module names"
+        "mlp",
+        help="modules that get adapters: 'mlp' (each block's MLP layers: where a small model's facts live), "
+        "'all-linear', or a list of module names",
     )
     top_layers: float = _f(
-        0.75,
+        1.0,
         help="share of the decoder blocks, counted from the output side, that get adapters (1.0: all); the "
         "backward pass stops above the lowest adapted block",
         gt=0,
@@ -367,7 +369,7 @@ class LoRASettings(_Section):
 
     def _extra_problems(self) -> list[str]:
         if isinstance(self.target_modules, list) and not self.target_modules:
-            return ["target_modules: empty list; give 'all-linear' or module names such as ['q_proj', 'v_proj']"]
+            return ["target_modules: empty list; give 'mlp', 'all-linear' or module names such as ['q_proj', 'v_proj']"]
         return []
 
 

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -178,23 +179,27 @@ class _Collator:
 
 
 # -- LoRA set-up ----------------------------------------------------------------------------------
+_LINEAR_KINDS = ("Linear8bitLt", "Linear4bit", "Conv1D")
+_MLP_PARENTS = ("mlp", "feed_forward", "ffn", "ff")  # what transformers calls a block's MLP
+_BLOCK_INDEX = re.compile(r"\.(\d+)\.")  # "model.layers.12.mlp.up_proj" -> 12
+
+
+def linear_modules(model) -> list[str]:
+    """Full names of the model's linear layers, without the output head."""
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return [full for full, module in model.named_modules() if module is not output and full
+            and (isinstance(module, torch.nn.Linear) or type(module).__name__ in _LINEAR_KINDS)]  # fmt: skip
+
+
 def linear_module_names(model) -> list[str]:
     """Leaf names of the model's linear layers (what ``target_modules`` may name), without the head."""
-    names = set()
-    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    for full, module in model.named_modules():
-        if module is output:
-            continue
-        kind = type(module).__name__
-        if isinstance(module, torch.nn.Linear) or kind in ("Linear8bitLt", "Linear4bit", "Conv1D"):
-            names.add(full.rsplit(".", 1)[-1])
-    return sorted(names)
+    return sorted({full.rsplit(".", 1)[-1] for full in linear_modules(model)})
 
 
 def check_target_modules(model, target_modules: str | list[str]) -> None:
     """Every named target must be a linear layer of the base, or the error lists the ones it has."""
     if isinstance(target_modules, str):
-        if target_modules == "all-linear":
+        if target_modules in ("all-linear", "mlp"):
             return
         target_modules = [target_modules]
     available = linear_module_names(model)
@@ -202,7 +207,7 @@ def check_target_modules(model, target_modules: str | list[str]) -> None:
     if missing:
         raise InvalidInputError(
             f"creation.lora.target_modules: {missing} are not linear modules of this base; "
-            f"its linear modules are: {', '.join(available)} (or use 'all-linear')"
+            f"its linear modules are: {', '.join(available)} (or use 'mlp' or 'all-linear')"
         )
 
 
@@ -217,12 +222,7 @@ def decoder_layer_count(model) -> int | None:
 
 
 def adapted_layers(lora: LoRASettings, model) -> list[int] | None:
-    """The block indices that get adapters under ``lora.top_layers`` (``None``: every block).
-
-    Adapting only the upper blocks means the backward pass stops above the lowest adapted one; on the
-    40-entity benchmark the top 75% of SmolLM2's blocks also recalled reworded questions better than
-    all of them (see benchmarks/results/training.md).
-    """
+    """The block indices that get adapters under ``lora.top_layers`` (``None``: every block)."""
     n = decoder_layer_count(model)
     if lora.top_layers >= 1.0 or n is None:
         return None
@@ -230,21 +230,44 @@ def adapted_layers(lora: LoRASettings, model) -> list[int] | None:
     return list(range(n - keep, n))
 
 
+def resolve_target_modules(lora: LoRASettings, model) -> str | list[str]:
+    """What PEFT's ``target_modules`` gets: ``"all-linear"`` as is, else the full names of the linear
+    layers chosen by ``lora.target_modules`` (``"mlp"``: those inside each block's MLP; leaf names such
+    as ``["q_proj", "v_proj"]``) within the blocks ``lora.top_layers`` keeps.
+
+    Full names, because leaf names are ambiguous across blocks (GPT-2's ``c_proj`` is both an attention
+    and an MLP layer) and a layer subset has to be named anyway.
+    """
+    check_target_modules(model, lora.target_modules)
+    targets, layers = lora.target_modules, adapted_layers(lora, model)
+    if targets == "all-linear" and layers is None:
+        return "all-linear"
+    names = linear_modules(model)
+    if targets == "mlp":
+        names = [n for n in names if any(f".{p}." in f".{n}" for p in _MLP_PARENTS)]
+        if not names:
+            raise InvalidInputError(
+                "creation.lora.target_modules: 'mlp' found no linear layer inside a block MLP (a module named "
+                f"{', '.join(_MLP_PARENTS)}); its linear modules are: {', '.join(linear_module_names(model))}"
+            )
+    elif targets != "all-linear":
+        wanted = {targets} if isinstance(targets, str) else set(targets)
+        names = [n for n in names if n.rsplit(".", 1)[-1] in wanted]
+    if layers is not None:
+        keep = set(layers)
+        names = [n for n in names if (m := _BLOCK_INDEX.search(n)) is not None and int(m.group(1)) in keep]
+    return names
+
+
 def peft_config(lora: LoRASettings, model):
     from peft import LoraConfig, TaskType
 
-    check_target_modules(model, lora.target_modules)
-    layers = adapted_layers(lora, model)
-    targets = lora.target_modules
-    if layers is not None and isinstance(targets, str):  # PEFT takes a layer subset only with named modules
-        targets = linear_module_names(model) if targets == "all-linear" else [targets]
     return LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        target_modules=targets,
-        layers_to_transform=layers,
+        target_modules=resolve_target_modules(lora, model),
         bias="none",
     )
 
@@ -324,6 +347,10 @@ def train_lora(
                     data_collator=_Collator(base.tokenizer.pad_token_id),
                     callbacks=trainer_callbacks,
                 )
+                if not progress:  # the Trainer prints its logs to stdout without a progress bar: keep quiet
+                    from transformers import PrinterCallback
+
+                    trainer.remove_callback(PrinterCallback)
                 result = trainer.train()
                 seconds = time.perf_counter() - started
                 record = {

@@ -7,18 +7,47 @@ import yaml
 from adaptive_moe import cli
 
 
-def _config(tmp_path, model_dir):
+def _config(tmp_path, model_dir, **sections):
     path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump({"model": {"name_or_path": str(model_dir)}, "generation": {"max_new_tokens": 3}}))
+    data = {"model": {"name_or_path": str(model_dir)}, "generation": {"max_new_tokens": 3},
+            "workspace": str(tmp_path / "ws"), **sections}  # fmt: skip
+    path.write_text(yaml.safe_dump(data))
     return str(path)
 
 
 def test_generate_json(tmp_path, tiny_llama_dir, capsys):
-    rc = cli.main(["generate", "--config", _config(tmp_path, tiny_llama_dir), "--json", "hello", "Who?"])
+    rc = cli.main(["generate", "--config", _config(tmp_path, tiny_llama_dir), "--json", "--signals", "hello", "Who?"])
     assert rc == 0
     data = json.loads(capsys.readouterr().out)
     assert [d["prompt"] for d in data] == ["hello", "Who?"]
-    assert all(len(d["token_logprobs"]) == len(d["token_ids"]) <= 3 for d in data)
+    assert all(d["route"] in ("base", "gap") and "attribution" in d for d in data)  # no experts yet
+    assert all(len(d["signals"]["token_logprobs"]) == len(d["signals"]["token_ids"]) <= 3 for d in data)
+
+
+def test_generate_text_and_unknown_expert(tmp_path, tiny_llama_dir, capsys):
+    cfg = _config(tmp_path, tiny_llama_dir)
+    assert cli.main(["generate", "--config", cfg, "hello"]) == 0
+    assert "[route " in capsys.readouterr().out
+    assert cli.main(["generate", "--config", cfg, "--experts", "nobody", "hello"]) == 1
+    assert "unknown expert 'nobody'" in capsys.readouterr().err
+
+
+def test_gaps_and_create_expert_commands(tmp_path, tiny_llama_dir, capsys):
+    cfg = _config(tmp_path, tiny_llama_dir, router={"threshold": 1.0, "embedder": "base"},
+                  creation={"lora": {"r": 4, "alpha": 8, "epochs": 1.0, "max_length": 64},
+                            "domain_margin": 0.0, "general_tolerance": 1.0, "forced_general_questions": 2})  # fmt: skip
+    for q in ("Who founded the Tidewater Guild?", "When was the Tidewater Guild founded?", "Where is the guild?"):
+        assert cli.main(["generate", "--config", cfg, q]) == 0
+    capsys.readouterr()
+    assert cli.main(["gaps", "--config", cfg, "--json", "--out", str(tmp_path / "gaps")]) == 0
+    assert json.loads(capsys.readouterr().out)["n_gaps"] == 3
+    doc = tmp_path / "guild.md"
+    doc.write_text("# Guild\n\nThe Tidewater Guild was founded in 1794 by Maren Tolliver. The guild has 312 members.\n")
+    rc = cli.main(["create-expert", "tidewater", "--config", cfg, "--docs", str(doc), "--quiet", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["admitted"] and out["card"]["name"] == "tidewater"
+    assert cli.main(["create-expert", "tidewater", "--config", cfg, "--docs", str(doc), "--quiet"]) == 1
+    assert "exists; pass new_version=True" in capsys.readouterr().err
 
 
 def test_config_check_reports_problems_with_exit_1(tmp_path, capsys):
@@ -52,11 +81,16 @@ def test_usage_error_exits_2():
 
 
 def test_demo_command_on_tiny_model(tmp_path, tiny_llama_dir, capsys):
-    assert cli.main(["demo", "--config", _config(tmp_path, tiny_llama_dir)]) == 0
+    cfg = _config(tmp_path, tiny_llama_dir, creation={"lora": {"r": 4, "alpha": 8, "epochs": 1.0, "max_length": 64},
+                                                      "forced_general_questions": 2})  # fmt: skip
+    assert cli.main(["demo", "--config", cfg, "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "What is the capital of France?" in out
-    assert "Tidewater" in out
-    assert "geometric-mean token probability" in out
+    assert "What is the capital of France?" in out and "Tidewater" in out
+    for stage in ("== 1.", "== 2.", "== 3.", "== 4.", "== 5. Summary"):
+        assert stage in out
+    results = json.loads((tmp_path / "ws" / "demo" / "results" / "demo.json").read_text())
+    assert {"before_domain", "after_domain", "before_general", "after_general"} <= set(results["accuracy"])
+    assert len(results["rows"]) == 2 * (5 + 25)
 
 
 def test_quickstart_example_runs(tiny_llama_dir, capsys):

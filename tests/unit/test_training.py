@@ -184,13 +184,30 @@ def test_qlora_on_a_4bit_base(tiny_quant_dir, tmp_path):
 def test_top_layers_adapts_only_the_upper_blocks(base, tmp_path):
     from safetensors import safe_open
 
-    lora = LoRASettings(r=4, alpha=8, batch_size=2, max_length=64, top_layers=0.5)
+    lora = LoRASettings(r=4, alpha=8, batch_size=2, max_length=64, top_layers=0.5, target_modules="all-linear")
     out = train_lora(base, DATA, tmp_path / "top", lora=lora, max_steps=1, progress=False)
     with safe_open(str(out / "adapter_model.safetensors"), framework="pt") as fh:
         keys = list(fh.keys())
     assert keys and all(".layers.1." in k for k in keys)  # the tiny model has 2 blocks: only the top one
     assert {k.split(".")[-3] for k in keys} >= {"q_proj", "down_proj"}  # 'all-linear' still means every linear
-    assert json.loads((out / "adapter_config.json").read_text())["layers_to_transform"] == [1]
+
+
+def _adapted(out) -> set[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(out / "adapter_model.safetensors"), framework="pt") as fh:
+        return {k.split(".lora_")[0].removeprefix("base_model.model.") for k in fh.keys()}  # noqa: SIM118
+
+
+def test_mlp_targets_are_the_block_mlps(base, tiny_gpt2_dir, tmp_path):
+    out = train_lora(base, DATA, tmp_path / "mlp", lora=LoRASettings(r=4, alpha=8, max_length=64), max_steps=1,
+                     progress=False)  # fmt: skip
+    assert _adapted(out) == {f"model.layers.{i}.mlp.{m}" for i in (0, 1) for m in ("gate_proj", "up_proj", "down_proj")}
+    gpt2 = load_base_model(name_or_path=str(tiny_gpt2_dir))
+    out = train_lora(gpt2, DATA, tmp_path / "gpt2", lora=LoRASettings(r=4, alpha=8, max_length=64), max_steps=1,
+                     progress=False)  # fmt: skip
+    # GPT-2 names both its attention output and its MLP output "c_proj": only the MLP's is taken
+    assert _adapted(out) == {f"transformer.h.{i}.mlp.{m}" for i in (0, 1) for m in ("c_fc", "c_proj")}
 
 
 def test_mixed_precision_resolution(base):
