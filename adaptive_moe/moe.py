@@ -140,6 +140,12 @@ class AdaptiveMoE:
             router = router_class(name).load(folder)
             logger.info("router read from %s (its own config, threshold %.2f)", folder, router.config.threshold)
             return router
+        if self.config.router.pretrained == "auto":
+            from .routing.bundled import embedded_router_for
+
+            shipped = embedded_router_for(self.base)
+            if shipped is not None:
+                return shipped
         return router_class(self.config.router.name)(self.config.router)
 
     def save_router(self) -> Path | None:

@@ -347,6 +347,8 @@ def train_lora(
                     data_collator=_Collator(base.tokenizer.pad_token_id),
                     callbacks=trainer_callbacks,
                 )
+                if precision == "bf16" and base.device.type == "cpu":
+                    trainer.cpu_autocast = torch.bfloat16
                 if not progress:  # the Trainer prints its logs to stdout without a progress bar: keep quiet
                     from transformers import PrinterCallback
 
@@ -481,14 +483,19 @@ def _trainer_class():
     from transformers import Trainer
 
     class _LabelledPositionsTrainer(Trainer):
-        """The Hugging Face Trainer with the loss of :func:`labelled_positions_loss`."""
+        """The Hugging Face Trainer with the loss of :func:`labelled_positions_loss`, and bf16 autocast on
+        the CPU: ``TrainingArguments(bf16=True, use_cpu=True)`` is accepted but (transformers 5 with
+        accelerate 1.15) runs in fp32, measured 1.5 s/step against 0.9 s/step under autocast."""
+
+        cpu_autocast: torch.dtype | None = None
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if not return_outputs:
-                loss = labelled_positions_loss(model, inputs)
-                if loss is not None:
-                    return loss
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            with torch.autocast("cpu", dtype=self.cpu_autocast or torch.bfloat16, enabled=self.cpu_autocast is not None):
+                if not return_outputs:
+                    loss = labelled_positions_loss(model, inputs)
+                    if loss is not None:
+                        return loss
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     return _LabelledPositionsTrainer
 
