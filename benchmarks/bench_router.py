@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--embedder", default="minilm", choices=("minilm", "base"))
     ap.add_argument("--validation", type=float, default=0.4, help="share of the fit split held out for calibration")
-    ap.add_argument("--matcher", default="knn", choices=("knn", "centroid"))
+    ap.add_argument("--matcher", default="knn", choices=("knn", "centroid", "classifier"))
     ap.add_argument("--target-error", type=float, default=0.2)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3)
