@@ -312,7 +312,9 @@ def _is_plural(np: list[str]) -> bool:
     if "and" in np:
         return True
     head = _head_noun(np)
-    return head.endswith("s") and not head.endswith(("ss", "us", "is", "ics", "news")) and not _cap(head)
+    k = next((k for k in range(len(np) - 1, -1, -1) if np[k].lower() == head), 0)
+    name = k > 0 and _cap(np[k]) and _cap(np[0])  # "Harrowgate Rovers": a name, one club (not "Storms are ...")
+    return head.endswith("s") and not head.endswith(("ss", "us", "is", "ics", "news")) and not name
 
 
 def _date(np: list[str]) -> tuple[str, str, str | None] | None:
@@ -627,6 +629,7 @@ class _Bound(str):
 
 
 _CLAUSE_WORDS = _words("and but that which who when then while")
+_POSTS = _words("post position office title role seat throne crown job record prize award medal lead")
 _BOUND_MARK = "\u27e8{}\u27e9"  # a pronoun a question may keep: "Who did the guild elect as ⟨its⟩ master?"
 _LEADING = ("it", "its", "he", "she", "his", "her", "they", "their")
 _PRONOUN_GENDER = {"he": "he", "his": "he", "him": "he", "she": "she", "her": "she"}
@@ -741,6 +744,8 @@ def _bind_possessives(out: list[str], ctx: _Context) -> list[str]:
             prev = out[k - 1]
             if not (prev in _PREPS or (_verbish(prev) and prev not in _BE)):
                 continue
+            if any(isinstance(t, _Bound) or t in _POSTS for t in out[:k]):
+                continue  # "elected by the guild as its master ... and held it": the post, not the guild
             kind = "thing"
         elif pronoun in _POSSESSIVES:
             if not re.match(r"\w", nxt) or nxt in _PREPS or nxt in _DETERMINERS or nxt == "and":
@@ -749,7 +754,7 @@ def _bind_possessives(out: list[str], ctx: _Context) -> list[str]:
         else:
             continue
         found = _candidates(out[:k], ctx, kind)
-        if kind == "thing" and not found and any(ctx.is_person(p) for p in _persons_in(out[:k], ctx)):
+        if pronoun == "its" and not found and any(ctx.is_person(p) for p in _persons_in(out[:k], ctx)):
             found = ctx.prev_orgs  # "She became its first president": the society the last sentence named
         if len({tuple(f) for f in found}) != 1:
             continue
@@ -777,9 +782,8 @@ def _candidates(tokens: list[str], ctx: _Context, kind: str) -> list[list[str]]:
     i = 0
     while i < len(tokens):
         tok = tokens[i]
-        if isinstance(tok, _Bound) or not (
-            tok.lower() in ("the", "a", "an") or (_cap(tok) and re.match(r"[^\W\d]", tok))
-        ):
+        opens = tok.lower() in ("the", "a", "an") or (_cap(tok) and re.match(r"[^\W\d]", tok))
+        if isinstance(tok, _Bound) or not opens or tok.lower() in _PREPS | _PRONOUNS | _SUBORDINATORS:
             i += 1
             continue
         j = i + 1
@@ -789,7 +793,7 @@ def _candidates(tokens: list[str], ctx: _Context, kind: str) -> list[list[str]]:
         i = j
         if len(np) == 1 and not _cap(np[0]):
             continue
-        if np[0].lower() in _PRONOUNS or np[0].lower() in _PREPS or _date(np) or _number_phrase(np):
+        if _date(np) or _number_phrase(np):
             continue
         parts = [np]
         if "of" in np and _head_noun(np) in _PERSON_NOUNS:  # "the first master of the guild": the guild

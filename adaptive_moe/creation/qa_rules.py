@@ -67,6 +67,7 @@ from .qa_parse import (
     _PLACE_NOUNS,
     _PLACE_PREPS,
     _PLACE_TYPES,
+    _PREPS,
     _RELATIVES,
     _ROLE_VERBS,
     _ROLES,
@@ -101,7 +102,6 @@ from .qa_parse import (
     _participle,
     _past,
     _possessive,
-    _referent,
     _remember_sentence,
     _resolve,
     _strip_article,
@@ -306,8 +306,8 @@ def _finish(d: _Draft, sentence: str) -> Fact | None:
     answer = d.answer.strip(" ,;:")
     if not answer or _word_count(answer) > MAX_ANSWER_WORDS or not normalize_answer(answer):
         return None
-    if _BAD_WORDS.search(answer):
-        return None  # "her biography": whose?
+    if _BAD_WORDS.search(answer) or answer.split()[-1] in _NAMING or answer.endswith(" own"):
+        return None  # "her biography": whose? "a bridge called": called what?
     questions, seen = [], set()
     for q in d.questions:
         q = _upper_first(re.sub(r"\s+", " ", q).strip().replace(" ?", "?"))
@@ -349,6 +349,7 @@ def _when(core: str, np: list[str], prep: str, subject: str, relation: str, stat
     phrase = f"{prep} {join_tokens(np)}"
     if prep == "from" and relation == "date":  # "The church dates from the 13th century."
         qs = [f"When {core} from?"] + ([f"From which {kind} {core}?"] if kind in ("century", "decade") else [])
+        qs += [f"From what year {core}?"] if kind == "year" else []
         return [_Draft(subject, "dates from", answer, [_strip_article(answer)], qs, [statement(phrase)])]
     if prep in ("from", "to") and kind == "year":  # "from 1790 to 1902"
         word = "From" if prep == "from" else "Until"
@@ -603,9 +604,12 @@ def _copula(c: _Clause, ctx: _Context) -> list[_Draft]:
         return drafts
     person = ctx.is_person(c.subject)
     wh = "Who" if person else "What"
-    drafts.append(
-        _Draft(subject, "is", answer, aliases, [f"{wh} {be} {subject}?"], [f"{_upper_first(subject)} {be} {comp}."])
-    )
+    qs = [f"{wh} {be} {subject}?"]
+    pre = next((c.head[:k] for k, t in enumerate(c.head) if k and t in _PREPS), c.head)  # "a horse fair"
+    kind = _category(pre)
+    if not person and first in ("a", "an") and len(pre) > 2 and kind and not _named_np(c.head):
+        qs += [f"What kind of {kind} {be} {subject}?", f"What type of {kind} {be} {subject}?"]  # "a horse fair"
+    drafts.append(_Draft(subject, "is", answer, aliases, qs, [f"{_upper_first(subject)} {be} {comp}."]))
     if first.lower() == "the" or "'s" in c.head or first in _ROLES:  # "the first master of the guild": ask back
         alt = _alternate(c.full)
         head = join_tokens(c.full)  # "the oldest building in Ostrava", not just "the oldest building"
@@ -639,7 +643,7 @@ def _occupation(c: _Clause, np: list[str], verb: str = "") -> _Draft:
         others = " ".join(f"{p} {join_tokens(n)}" for p, n in c.pps if p in ("before", "after") and n)
         qs = [f"What {did} {subject} {verb} as {others}".strip() + "?", f"What {did} {subject} {verb} to become?"]
         if others:
-            qs.append(f"What {was} {owner} job {others}?")
+            qs += [f"What {did} {subject} {verb} as?", f"What {was} {owner} job {others}?"]
         said = [f"{_upper_first(subject)} {_past(verb) if past else _third(verb)} as {text} {others}".strip() + "."]
         return _Draft(subject, f"{verb} as", job, [text, _head_noun(np)], qs, said)
     qs = [f"What {was} {owner} {noun}?" for noun in ("job", "occupation", "profession", "trade")]
@@ -706,7 +710,9 @@ def _active(c: _Clause, ctx: _Context) -> list[_Draft]:
     role = next((np for p, np in c.pps if p == "as"), None)
     if base in _AS_VERBS and role and not c.head and ctx.is_person(c.subject):
         drafts.append(_occupation(c, role, base))  # "Teodor Quillane trained as a clockmaker."
-    split = next((k for k in range(2, len(c.head)) if _is_name(c.head[k:]) and _cap(c.head[-1])), None)
+    split = next(
+        (k for k in range(2, len(c.head)) if _is_name(c.head[k:]) and all(t.islower() for t in c.head[1:k])), None
+    )  # "called the festival the Night of Lamps", not "named the Tidewater Guild"
     if base in ("call", "name", "dub", "nickname", "rename") and split and c.head[0] in ("the", "a", "an") and not role:
         thing, name = join_tokens(c.head[:split]), c.head[split:]  # "Locals call the hill the Sleeping Giant."
         answer, aliases = _forms(name, ctx)
@@ -797,7 +803,10 @@ def _lies(c: _Clause, ctx: _Context, ask: str, written: str) -> list[_Draft]:
             drafts.append(_Draft(subject, f"{base} (which {kind})", owner_text, [_strip_article(owner_text)], qs, said))
         if side:
             noun = _head_noun(np[: np.index("of")])
-            qs = [f"{prep.capitalize()} which {noun} of {owner_text} {ask}?"]
+            qs = [
+                f"{prep.capitalize()} which {noun} of {owner_text} {ask}?",
+                f"Which {noun} of {owner_text} {be} {subject} on?",
+            ]
             drafts.append(_Draft(subject, f"{base} ({noun})", join_tokens(side), [side[-2] if len(side) > 2 else ""],
                                  qs, said))  # fmt: skip
     qs = [f"Where {ask}?", f"Where {be} {subject} located?"]
@@ -909,10 +918,6 @@ def _clause_drafts(c: _Clause, ctx: _Context) -> list[_Draft]:
 
     bound = [t for t in [*c.head, *c.full, *(t for _, np in c.pps for t in np)] if isinstance(t, _Bound)]
     c.head, c.full, c.pps = own(c.head), own(c.full), [(p, own(np)) for p, np in c.pps]
-    if c.head == ["it"]:
-        ref = _referent("it", ctx)
-        if ref and ref != c.subject:
-            c.head, c.full = list(ref), [*ref, *c.full[1:]]
     drafts = {"passive": _passive, "copula": _copula, "active": _active}[c.kind](c, ctx)
     if c.subject[0].lower() in ("a", "an"):  # "A crater is named Venn": which crater? Only ask what it did
         drafts = [d for d in drafts if d.answer == join_tokens(c.subject)]

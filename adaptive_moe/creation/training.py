@@ -490,7 +490,8 @@ def _trainer_class():
         cpu_autocast: torch.dtype | None = None
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            with torch.autocast("cpu", dtype=self.cpu_autocast or torch.bfloat16, enabled=self.cpu_autocast is not None):
+            dtype = self.cpu_autocast or torch.bfloat16
+            with torch.autocast("cpu", dtype=dtype, enabled=self.cpu_autocast is not None):
                 if not return_outputs:
                     loss = labelled_positions_loss(model, inputs)
                     if loss is not None:

@@ -440,6 +440,364 @@ def test_tokens_keep_abbreviations_numbers_and_possessives():
     ]  # fmt: skip
 
 
+# -- three more invented documents, in other styles ------------------------------------------------
+# A life (pronouns over several sentences, relatives, a surname several people share), a place (short
+# references, compounds, "famous for", colours) and a company (a name that is no person, roles, counts).
+BIOGRAPHY = """\
+Edith Varden was a botanist from the town of Pellham. She was born on 12 May 1861 in Pellham. Her father, Samuel
+Varden, was a watchmaker. Edith Varden studied at the Royal College of Dunmere. In 1884 she married the surveyor
+Hugo Marlowe. The couple moved to the island of Tessel in 1886.
+
+On Tessel she collected more than 4,000 plant specimens. Her most famous discovery is a blue orchid called the
+Tessel Star. It grows only on the cliffs of the island. She described the orchid in a book titled Flowers of the
+Western Isles. The book was published in 1893 by Harrow Press. Varden was elected to the Dunmere Botanical Society
+in 1895. She became its first female president in 1901.
+
+Her herbarium is kept in the Pellham Museum. It contains about 3,200 sheets. Varden trained as a schoolteacher
+before she turned to botany. Her husband died in 1910. Edith Varden died in Tessel on 4 March 1922 at the age of
+60. A glacier on the island is named after her. Her nephew, Tomas Varden, wrote her biography in 1950.
+"""
+
+BIOGRAPHY_QA = [
+    ("What was Edith Varden's job?", "botanist"),  # an occupation, in several wordings
+    ("What did Edith Varden do for a living?", "botanist"),
+    ("Where was Edith Varden from?", "Pellham"),
+    ("When was Edith Varden born?", "12 May 1861"),  # "She": the one person before
+    ("Who was Edith Varden's father?", "Samuel Varden"),
+    ("What was Samuel Varden's trade?", "watchmaker"),
+    ("Who did Edith Varden marry?", "Hugo Marlowe"),
+    ("What was Hugo Marlowe's profession?", "surveyor"),  # "the surveyor Hugo Marlowe"
+    # "she" after "The couple moved ...": the main person, whose pronoun is known (not Hugo Marlowe)
+    ("How many plant specimens did Edith Varden collect?", "more than 4,000"),
+    ("Where did Edith Varden collect more than 4,000 plant specimens?", "Tessel"),
+    ("What is Edith Varden's most famous discovery?", "the Tessel Star"),  # the name in "an orchid called ..."
+    ("What is the name of Edith Varden's most famous discovery?", "the Tessel Star"),
+    ("What is the Tessel Star?", "a blue orchid"),
+    ("What colour is the Tessel Star?", "blue"),
+    ("Where does the Tessel Star grow?", "the cliffs of Tessel"),  # "It": the name the copula gave
+    ("In which book did Edith Varden describe the Tessel Star?", "Flowers of the Western Isles"),  # "the orchid"
+    ("Who published Flowers of the Western Isles?", "Harrow Press"),  # "The book"
+    ("When was Flowers of the Western Isles published?", "1893"),
+    ("To which society was Edith Varden elected?", "the Dunmere Botanical Society"),  # "Varden": the main person
+    ("Who was the first female president of the Dunmere Botanical Society?", "Edith Varden"),  # "its": the society
+    ("When did Edith Varden become the Dunmere Botanical Society's first female president?", "1901"),
+    ("In which museum is Edith Varden's herbarium kept?", "the Pellham Museum"),
+    ("How many sheets does Edith Varden's herbarium contain?", "3,200"),
+    ("What did Edith Varden train as before turning to botany?", "schoolteacher"),
+    ("What did Edith Varden train to become?", "schoolteacher"),
+    ("When did Edith Varden die?", "4 March 1922"),
+    ("At what age did Edith Varden die?", "60"),
+    ("Who was Edith Varden's nephew?", "Tomas Varden"),
+]
+
+TOWN = """\
+Harrowgate is a market town in the county of Elmshire. It lies on the east bank of the river Wend. The town has a
+population of about 11,000. Its oldest building is the church of St. Alder, which dates from the 12th century. The
+church's tower is 41 metres tall.
+
+The town's main industry was wool. In 1790 a canal was built to connect Harrowgate with the port of Saltmouth. The
+canal was closed in 1958. The town hall stands on Bridge Street. It was designed by the architect Clara Fenn in
+1874. The mayor of Harrowgate is Daniel Oduya.
+
+Harrowgate is famous for a hard yellow cheese called Wend Gold. Each summer the town hosts the Harrowgate Fair, a
+horse fair that dates from 1402. A weekly market is held in Cross Square every Tuesday. The local football club is
+called Harrowgate Rovers. The club plays at Millfield Park. Its colours are green and white. The nearest railway
+station is in Kelby. The river is crossed by a red iron bridge called the Wend Bridge. It was opened in 1881 by
+Queen Mathilde.
+"""
+
+TOWN_QA = [
+    ("What is Harrowgate?", "a market town"),
+    ("In which county is Harrowgate?", "Elmshire"),
+    ("On which river does Harrowgate lie?", "the river Wend"),  # a part of a place: which river, which bank
+    ("On which bank of the river Wend does Harrowgate lie?", "the east bank"),
+    ("What is the population of Harrowgate?", "about 11,000"),  # "the town": Harrowgate
+    ("What is Harrowgate's oldest building?", "the church of St. Alder"),  # "Its": the subject before
+    ("From which century does the church of St. Alder date?", "the 12th century"),
+    ("How tall is the tower of the church of St. Alder?", "41 metres"),  # "the church's tower"
+    ("What was Harrowgate's main industry?", "wool"),  # a bare noun is a value of an attribute
+    ("When was the canal closed?", "1958"),
+    ("On which street does the town hall of Harrowgate stand?", "Bridge Street"),  # "the town hall"
+    ("Who designed the town hall of Harrowgate?", "Clara Fenn"),
+    ("What was Clara Fenn's occupation?", "architect"),
+    ("Who is the mayor of Harrowgate?", "Daniel Oduya"),
+    ("What is Harrowgate famous for?", "Wend Gold"),
+    ("What cheese is Harrowgate famous for?", "Wend Gold"),
+    ("What colour is Wend Gold?", "yellow"),
+    ("What fair does Harrowgate host each summer?", "the Harrowgate Fair"),  # the apposition names the kind
+    ("What is the name of Harrowgate's summer fair?", "the Harrowgate Fair"),
+    ("In which season does Harrowgate host the Harrowgate Fair?", "summer"),
+    ("What is the Harrowgate Fair?", "a horse fair"),
+    ("When does the Harrowgate Fair date from?", "1402"),  # the apposition's relative clause
+    ("What is the name of the local football club?", "Harrowgate Rovers"),
+    ("Where does Harrowgate Rovers play?", "Millfield Park"),  # "The club": what the document called so
+    ("What are Harrowgate Rovers' colours?", "green and white"),  # a name is no person: "Its" is the club's
+    ("Which bridge crosses the river Wend?", "the Wend Bridge"),  # "The river": the river Wend
+    ("What colour is the Wend Bridge?", "red"),
+]
+
+COMPANY = """\
+Brackwell Shipbuilding is a shipbuilding company based in the port of Drummore. It was founded in 1856 by Thomas
+Brackwell, a carpenter from Leith Vale. The company's first ship was a fishing schooner named the Grey Gull. In 1880
+Brackwell handed the firm to his son Arthur Brackwell. Arthur Brackwell moved the yard to the north quay in 1884.
+The firm built its first steel ship in 1895.
+
+The company was bought by the Kessler Group in 1967. Its headquarters are located on Dock Road. The current chief
+executive of the company is Amara Lund. She joined the company as an engineer in 1998. The company employs about
+1,400 people. Its largest ship is a ferry called the Northern Crown. The Northern Crown was launched in 2011. It
+carries 900 passengers.
+
+The company's logo is a red anchor inside a white circle. Brackwell Shipbuilding also runs an apprentice school in
+Drummore. The school trains sixty apprentices each year. In 2020 the company opened a second yard in the town of
+Kelby. The new yard builds small green ferries. Its manager is Joseph Oyelaran, a former naval officer.
+"""
+
+COMPANY_QA = [
+    ("What is Brackwell Shipbuilding?", "a shipbuilding company"),  # a thing, so "It" is the company
+    ("Where is Brackwell Shipbuilding based?", "Drummore"),  # "a company based in ...": the company is
+    ("Who founded Brackwell Shipbuilding?", "Thomas Brackwell"),
+    ("When was Brackwell Shipbuilding founded?", "1856"),
+    ("What was Thomas Brackwell's trade?", "carpenter"),
+    ("Where was Thomas Brackwell from?", "Leith Vale"),
+    ("What was Brackwell Shipbuilding's first ship?", "the Grey Gull"),  # "the company": Brackwell Shipbuilding
+    ("What was the Grey Gull?", "a fishing schooner"),
+    ("Who did Thomas Brackwell hand the firm to?", "Arthur Brackwell"),  # "Brackwell": the one before
+    ("Who was Thomas Brackwell's son?", "Arthur Brackwell"),  # "his son Arthur Brackwell"
+    ("When did Thomas Brackwell hand the firm to his son Arthur Brackwell?", "1880"),  # "his" kept
+    ("When did the firm build its first steel ship?", "1895"),
+    ("Who bought Brackwell Shipbuilding?", "the Kessler Group"),
+    ("On which street are Brackwell Shipbuilding's headquarters located?", "Dock Road"),  # "Its": the company's
+    ("Who is the current chief executive of Brackwell Shipbuilding?", "Amara Lund"),
+    ("What did Amara Lund join Brackwell Shipbuilding as?", "an engineer"),
+    ("When did Amara Lund join Brackwell Shipbuilding as an engineer?", "1998"),
+    ("How many people does Brackwell Shipbuilding employ?", "1,400"),
+    ("What is Brackwell Shipbuilding's largest ship?", "the Northern Crown"),
+    ("What is the Northern Crown?", "a ferry"),
+    ("How many passengers does the Northern Crown carry?", "900"),
+    ("What is Brackwell Shipbuilding's logo?", "a red anchor"),
+    ("How many apprentices does the school train each year?", "sixty"),  # "each year" belongs to the count
+    ("In which town did Brackwell Shipbuilding open a second yard?", "Kelby"),
+    ("What colour are the small ferries the new yard builds?", "green"),
+    ("Who is the new yard's manager?", "Joseph Oyelaran"),
+]
+
+# Pairs an earlier version of the rules produced, or that a careless pronoun rule would: each a false fact.
+WRONG_PAIRS = [
+    ("Who opened the river?", None),  # "It was opened ... by Queen Mathilde" after "The river is crossed by a bridge"
+    ("Who opened the river Wend?", None),
+    ("Who is Brackwell Shipbuilding?", None),  # a company, not a person
+    ("What did Tomas Varden write?", None),  # "her biography": whose?
+    ("Who is Wend Gold?", None),
+    ("When does the school train sixty apprentices?", None),  # "each year" is no time of its own
+    ("What trade did Edith Varden train in?", None),
+]
+
+
+@pytest.fixture(scope="module")
+def other_documents() -> dict[str, TrainingData]:
+    return {name: _facts(text) for name, text in (("biography", BIOGRAPHY), ("town", TOWN), ("company", COMPANY))}
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"), [("biography", BIOGRAPHY_QA), ("town", TOWN_QA), ("company", COMPANY_QA)]
+)
+def test_other_documents_yield_their_facts(other_documents, name, expected):
+    data = other_documents[name]
+    for question, answer in expected:
+        _asks(data, question, answer)
+    assert data.stats["facts"] >= 25 and data.stats["sentences_without_facts"] <= 4
+    questions = _questions(data)
+    for question, _ in WRONG_PAIRS:
+        assert question not in questions, question
+    text = normalize_answer({"biography": BIOGRAPHY, "town": TOWN, "company": COMPANY}[name] + " " +
+                            " ".join(data.documents))  # fmt: skip
+    for fact in data.facts:  # every answer is stated by the document
+        assert any(f" {normalize_answer(a)} " in f" {text} " for a in fact.answers), fact
+
+
+@pytest.mark.parametrize("name", ["biography", "town", "company"])
+def test_other_documents_questions_are_well_formed(other_documents, name):
+    data = other_documents[name]
+    pronouns = {"it", "he", "she", "him", "they", "them", "this", "these", "those"}
+    for fact in data.facts:
+        assert len(fact.answer.split()) <= MAX_ANSWER_WORDS and not {"her", "his", "its"} & set(fact.answer.split())
+        for q in fact.questions:
+            words = normalize_answer(q).split()
+            assert q.endswith("?") and q[0].isupper() and "  " not in q and "'s'" not in q and "s's " not in q, q
+            assert not set(words) & pronouns, q
+            raw = q.rstrip("?").split()
+            for k, word in enumerate(raw):  # a possessive pronoun only after what it stands for
+                if word in ("its", "his", "her", "their"):
+                    assert any(w[0].isupper() or w == "the" for w in raw[1:k]), q
+            assert f" {normalize_answer(fact.answer)} " not in f" {normalize_answer(q)} ", q
+    wordings = [len(f.questions) for f in data.facts]
+    assert sum(wordings) / len(wordings) >= 2.3
+
+
+# -- references: what "It", "She", "the guild" stand for, and when that is unclear ------------------
+@pytest.mark.parametrize(
+    ("text", "question", "answer"),
+    [
+        # "It" is the previous subject, the whole of it ("the guild's lantern"), not the guild
+        ("The Tidewater Guild is a society of lamp-makers. The guild's oldest surviving lantern is kept in the "
+         "Velmora Maritime Museum. It is known as the Widow's Eye.",
+         "What is the Tidewater Guild's oldest surviving lantern known as?", "the Widow's Eye"),
+        # "Its" + what a guild has (an emblem, a motto) after "the guild hall": the guild's
+        ("The Tidewater Guild of Lantern Makers was founded in 1794. The guild hall stands on Copperwick Lane. Its "
+         "emblem is a silver heron holding a brass key.",
+         "What is the emblem of the Tidewater Guild of Lantern Makers?", "a silver heron"),
+        ("The Tidewater Guild of Lantern Makers was founded in 1794. The guild hall stands on Copperwick Lane. Its "
+         "emblem is a silver heron holding a brass key.",
+         "What is the Tidewater Guild of Lantern Makers' emblem?", "a silver heron"),
+        # "the guild hall": the hall of the guild; "the workshop": the one the document described
+        ("The Tidewater Guild of Lantern Makers was founded in 1794. The guild hall stands on Copperwick Lane.",
+         "On which street does the hall of the Tidewater Guild of Lantern Makers stand?", "Copperwick Lane"),
+        ("The Tidewater Guild was founded in 1794. Its largest workshop is in Brisk Hollow. The workshop makes about "
+         "nine hundred lanterns a year.",
+         "How many lanterns does the largest workshop of the Tidewater Guild make each year?", "nine hundred"),
+        # "the festival": the name an apposition gave a festival
+        ("The Tidewater Guild was founded in 1794. Each autumn the guild holds the Night of Small Suns, a festival at "
+         "which every member lights a lantern. The festival was first held in 1802.",
+         "When was the Night of Small Suns first held?", "1802"),
+        # a company is no person; "It" after its description is the company
+        ("Brackwell Shipbuilding is a shipbuilding company. It was founded in 1856 by Thomas Brackwell.",
+         "Who founded Brackwell Shipbuilding?", "Thomas Brackwell"),
+        # "She" over a sentence that names no one; a gender told by a role
+        ("Orsolya Venn was a glassblower. The craft was new in Velmora. She opened a workshop in 1840.",
+         "When did Orsolya Venn open a workshop?", "1840"),
+        ("Orsolya Venn was born in Kessa. She married in 1840. Her brother, Piet Venn, was a sailor. He drowned in "
+         "1850.", "When did Piet Venn drown?", "1850"),
+        # a possessive inside the sentence: the one phrase before it that it can stand for
+        ("The Tidewater Guild of Lantern Makers was founded in 1794. In 1831 the guild elected Orsolya Venn as its "
+         "second master.", "Who was the second master of the Tidewater Guild of Lantern Makers?", "Orsolya Venn"),
+        ("Edith Varden was elected to the Dunmere Botanical Society in 1895. She became its first president in 1901.",
+         "Who was the first president of the Dunmere Botanical Society?", "Edith Varden"),
+        # "It" after a person's sentence: the thing she made, by its name
+        ("Anna Brisk wrote a novel called The Grey Shore in 1901. It was published by Harrow Press.",
+         "Who published The Grey Shore?", "Harrow Press"),
+        # "It" after "The company's founder was ...": not the founder
+        ("The company's founder was Thomas Brackwell. It grew quickly in the 1860s.",
+         "In which decade did the company grow?", "the 1860s"),
+    ],
+)  # fmt: skip
+def test_more_references_are_resolved(text, question, answer):
+    _asks(_facts(text), question, answer)
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        # the guild or the lighthouse? a sentence that brought in a second thing leaves "It" unclear
+        ("The guild built a lighthouse on Gull Rock. It was designed by Ilsa Brandt.", "Ilsa Brandt"),
+        ("The river is crossed by a red iron bridge called the Wend Bridge. It was opened in 1881.", "1881"),
+        # two persons, neither known to be a "she"
+        ("Maren Tolliver met Ilsa Brandt in 1800. She founded the guild in 1802.", "1802"),
+        # "her biography": the nephew's, or his aunt's?
+        ("Edith Varden was a botanist. Her nephew, Tomas Varden, wrote her biography in 1950.", "1950"),
+        # the sentence before says nothing "It" could be
+        ("The guild was founded in 1794. Storms are common on that coast. It was rebuilt in 1850.", "1850"),
+        # "held it": the post she was elected to, not the guild
+        ("The guild was founded in 1794. Orsolya Venn was elected by the guild as its master in 1831 and she held it "
+         "until 1850.", "1850"),
+    ],
+)  # fmt: skip
+def test_unclear_references_yield_no_wrong_facts(text, answer):
+    data = _facts(text)
+    last = split_sentences(text)[-1]
+    assert not [f for f in data.facts if f.sentence == last and answer in f.answers]
+    assert not any(a.startswith(("her ", "his ", "its ")) for f in data.facts for a in f.answers)
+
+
+# -- the shapes added for the demo document's sentences --------------------------------------------
+MORE_SHAPES = [
+    # occupations: several wordings, the noun as the answer
+    ("Maren Tolliver was a glassblower from the island of Skarra.", "What was Maren Tolliver's trade?", "glassblower"),
+    ("Maren Tolliver was a glassblower from the island of Skarra.", "What was Maren Tolliver's occupation?",
+     "a glassblower"),
+    ("Maren Tolliver was a glassblower from the island of Skarra.", "What did Maren Tolliver do for a living?",
+     "glassblower"),
+    ("Maren Tolliver was a glassblower from the island of Skarra.", "Which island was Maren Tolliver from?", "Skarra"),
+    ("Teodor Quillane was born in the town of Ardmere and trained as a clockmaker before he joined the guild.",
+     "What did Teodor Quillane train as before joining the guild?", "a clockmaker"),
+    ("Teodor Quillane was born in the town of Ardmere and trained as a clockmaker before he joined the guild.",
+     "What was Teodor Quillane's job before joining the guild?", "clockmaker"),
+    ("Teodor Quillane was born in the town of Ardmere and trained as a clockmaker before he joined the guild.",
+     "What did Teodor Quillane train as?", "a clockmaker"),
+    ("Teodor Quillane was born in the town of Ardmere and trained as a clockmaker before he joined the guild.",
+     "In which town was Teodor Quillane born?", "Ardmere"),
+    # a role: who was elected as what, and when
+    ("In 1831 the guild elected Orsolya Venn as its second master.", "Who did the guild elect as its second master?",
+     "Orsolya Venn"),
+    ("In 1831 the guild elected Orsolya Venn as its second master.", "Who was the second master of the guild?",
+     "Orsolya Venn"),
+    ("In 1831 the guild elected Orsolya Venn as its second master.", "Who became the guild's second master?",
+     "Orsolya Venn"),
+    ("In 1831 the guild elected Orsolya Venn as its second master.", "When was Orsolya Venn elected?", "1831"),
+    ("In 1831 the guild elected Orsolya Venn as its second master.",
+     "When did the guild elect Orsolya Venn as its second master?", "1831"),
+    # what kind of thing the object is: an apposition, "called"; its colour
+    ("Each autumn the guild holds the Night of Small Suns, a festival at which every member lights a lantern.",
+     "What festival does the guild hold each autumn?", "the Night of Small Suns"),
+    ("Each autumn the guild holds the Night of Small Suns, a festival at which every member lights a lantern.",
+     "What is the name of the guild's autumn festival?", "the Night of Small Suns"),
+    ("Each autumn the guild holds the Night of Small Suns, a festival at which every member lights a lantern.",
+     "What is the Night of Small Suns?", "a festival"),
+    ("Each autumn the guild holds the Night of Small Suns, a festival at which every member lights a lantern.",
+     "How often does the guild hold the Night of Small Suns?", "every autumn"),
+    ("Orsolya Venn also wrote a handbook called The Patient Flame.", "What handbook did Orsolya Venn write?",
+     "The Patient Flame"),
+    ("Orsolya Venn also wrote a handbook called The Patient Flame.",
+     "What is the title of the handbook Orsolya Venn wrote?", "The Patient Flame"),
+    ("Orsolya Venn also wrote a handbook called The Patient Flame.", "What did Orsolya Venn write?",
+     "The Patient Flame"),
+    ("Orsolya Venn also wrote a handbook called The Patient Flame.", "Who wrote The Patient Flame?", "Orsolya Venn"),
+    ("Orsolya Venn introduced the blue signal glass that ships still use.",
+     "What colour is the signal glass Orsolya Venn introduced?", "blue"),
+    ("Orsolya Venn introduced the blue signal glass that ships still use.",
+     "What colour of signal glass did Orsolya Venn introduce?", "blue"),
+    # a participle or an -ing phrase inside the complement ends it
+    ("The guild's emblem is a silver heron holding a brass key.", "What is the guild's emblem?", "a silver heron"),
+    ("Brackwell Shipbuilding is a shipbuilding company based in the port of Drummore.",
+     "Where is Brackwell Shipbuilding based?", "Drummore"),
+    # counts: a time word after the noun, a comparison that is part of the number
+    ("The guild has 312 members today.", "How many members does the guild have today?", "312"),
+    ("Edith Varden collected more than 4,000 plant specimens.", "How many plant specimens did Edith Varden collect?",
+     "more than 4,000"),
+    ("The workshop makes about nine hundred lanterns a year.", "How many lanterns does the workshop make a year?",
+     "nine hundred"),
+    # famous for; a place of a kind the name says; a name given by "call"
+    ("Harrowgate is famous for a hard yellow cheese called Wend Gold.", "What is Harrowgate known for?", "Wend Gold"),
+    ("The guild's oldest surviving lantern is kept in the Velmora Maritime Museum.",
+     "In which museum is the guild's oldest surviving lantern kept?", "the Velmora Maritime Museum"),
+    ("The guild's oldest surviving lantern is kept in the Velmora Maritime Museum.",
+     "Where can the guild's oldest surviving lantern be seen?", "the Velmora Maritime Museum"),
+    ("The guild called the festival the Night of Lamps.", "What did the guild call the festival?",
+     "the Night of Lamps"),
+    ("A ferry called the Northern Crown carries 900 passengers.",
+     "How many passengers does the Northern Crown carry?", "900"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "question", "answer"), MORE_SHAPES)
+def test_more_shapes(text, question, answer):
+    _asks(_facts(text), question, answer)
+
+
+def test_long_names_get_a_short_wording_and_a_plural_possessive():
+    data = _facts(
+        "The Tidewater Guild of Lantern Makers was founded in 1794 by Maren Tolliver. In 1831 the guild elected "
+        "Orsolya Venn as its second master. The motto of the guild is Light before harbour."
+    )
+    questions = _questions(data)
+    _asks(data, "When was the guild founded?", "1794")  # the document's own short form, once per fact
+    _asks(data, "When was the Tidewater Guild of Lantern Makers founded?", "1794")
+    _asks(data, "What is the Tidewater Guild of Lantern Makers' motto?", "Light before harbour")
+    # the subject is not said twice in one question: "its" stays where the guild was named before it
+    _asks(data, "When did the Tidewater Guild of Lantern Makers elect Orsolya Venn as its second master?", "1831")
+    assert not any("Makers's" in q for q in questions)
+    assert not any(q.count("Tidewater Guild") > 1 for q in questions)
+
+
 # -- sentences, passages, markdown ----------------------------------------------------------------
 def test_sentence_splitting_handles_abbreviations_initials_and_decimals():
     text = (
