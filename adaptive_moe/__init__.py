@@ -17,6 +17,24 @@ __version__ = "0.1.0"
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
+
+def _quiet_dependency_noise() -> None:
+    """Two messages our dependencies print on every run that say nothing to a user of this library:
+    bitsandbytes' notice that an optional kernels package is missing (printed whenever PEFT imports it,
+    even for an fp32 base), and transformers' deprecation of ``is_gradient_checkpointing``, which PEFT
+    and the Trainer call. Only these exact messages are dropped."""
+    import warnings
+
+    class _DropKernelsNotice(_logging.Filter):
+        def filter(self, record: _logging.LogRecord) -> bool:
+            return "kernels-community" not in record.getMessage()
+
+    _logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropKernelsNotice())
+    warnings.filterwarnings("ignore", message=r".*`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
+_quiet_dependency_noise()
+
 __all__ = [
     "AdaptiveMoE",
     "AdaptiveMoEConfig",

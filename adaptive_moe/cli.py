@@ -161,6 +161,13 @@ def cmd_evaluate_router(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .benchmarking import run_benchmark
+
+    run_benchmark(args)
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     import platform
 
@@ -252,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", help="folder that keeps the labelled base answers for reuse")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the confidence intervals")
     p.set_defaults(func=cmd_evaluate_router)
+
+    from .benchmarking import add_arguments as add_bench_arguments
+
+    p = sub.add_parser("bench", help="the benchmark report: this library against the plain alternatives")
+    p.add_argument("--verbose", "-v", action="store_true", help="debug logging and full tracebacks")
+    add_bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("info", parents=[common], help="versions, device and cache folder")
     p.set_defaults(func=cmd_info)

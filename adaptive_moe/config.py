@@ -254,6 +254,12 @@ class RouterConfig(_Section):
     name: str = _f(
         "uncertainty", help="router class, by its registered name (see adaptive_moe.routing.register_router)"
     )
+    pretrained: str = _f(
+        "auto",
+        help="'auto': for the embedded model, start from the router shipped for it (fitted probe, calibration, "
+        "threshold) when the workspace has none; 'none': a new router from this section",
+        choices=("auto", "none"),
+    )
     estimator: str = _f("mean_logprob", help="confidence estimator name (see adaptive_moe.uncertainty)")
     calibration: str = _f(
         "isotonic", help="maps raw scores to confidence in [0, 1]", choices=("isotonic", "platt", "none")

@@ -189,6 +189,7 @@ def evaluate_candidate(
     """
     from ..experts.card import ExpertCard
     from ..experts.expert import LoRAExpert
+    from ..model.bundled import cache_root
     from ..routing import Query
     from ..routing.training import label_base_answers, signals_from_row
     from ..uncertainty.calibration import make_calibrator
@@ -202,7 +203,7 @@ def evaluate_candidate(
 
     # the general set through the routed system without the candidate (the base's answers are cached)
     labelled = label_base_answers(moe.base, general, generation=gen, scorer=scorer,
-                                  cache_dir=cfg.workspace_path("cache/labels"), progress=progress)  # fmt: skip
+                                  cache_dir=cache_root() / "labels", progress=progress)  # fmt: skip
     base_signals = [signals_from_row(r) for r in labelled]
     queries = [Query(q, signals=s) for q, s in zip(g_questions, base_signals, strict=True)]
     before = moe.router.route_batch(queries)

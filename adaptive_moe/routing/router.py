@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import numpy as np
 from ..config import RouterConfig
 from ..errors import ConfigError, CorruptExpertError, InvalidInputError, ModelNotFoundError
 from ..uncertainty import ConfidenceEstimator, get_estimator
-from ..utils.io import atomic_directory, atomic_write_text
+from ..utils.io import _umask, atomic_directory, atomic_write_text
 from .base import Query, Router, RouteScores, register_router, router_class
 from .matching import ExpertMatcher, make_matcher
 
@@ -134,6 +135,7 @@ class UncertaintyRouter(Router):
             atomic_write_text(tmp / ROUTER_FILE, json.dumps(state, indent=2))
             tensors = {k: np.ascontiguousarray(v) for k, v in self.matcher.tensors().items()}
             save_file(tensors, str(tmp / MATCHER_FILE))
+            os.chmod(tmp / MATCHER_FILE, 0o644 & ~_umask())  # safetensors writes 0600
         return folder
 
     @classmethod

@@ -220,3 +220,24 @@ def test_router_commands_bad_input(tmp_path, tiny_llama_dir, capsys):
         with pytest.raises(SystemExit) as info:
             cli.main(argv)
         assert info.value.code == 2
+
+
+def test_bench_tiny_writes_the_report(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert cli.main(["bench", "--tiny", "--skip-memory", "--threads", "1", "--out", str(out)]) == 0
+    assert "# Benchmark report" in capsys.readouterr().out
+    data = json.loads((out / "report.json").read_text())
+    per_domain = data["questions"]["per_domain"]
+    assert per_domain["general"] == 8 and all(per_domain[d] > 0 for d in ("people", "companies", "places", "products"))
+    arms = data["quality"]["arms"]
+    assert set(arms) == {"base", "expert:people", "expert:companies", "expert:places", "peft_merge", "peft_arrow",
+                         "moe_select", "moe_mixture", "oracle"}  # fmt: skip
+    n = data["questions"]["n"]
+    assert all(len(a["correct"]) == n for a in arms.values() if a["available"])
+    assert all(a["available"] or a["reason"].startswith("not available") for a in arms.values())
+    assert arms["moe_select"]["base_pass_identical"] == n  # the facade's base pass = the base arm's answers
+    assert set(data["quality"]["routing"]["moe_select"]["paired_vs_base"]) == set(per_domain)
+    assert "estimators" in data["uncertainty"]["report"] and "memory" not in data
+    text = (out / "report.md").read_text()
+    for section in ("## 1. Answer quality", "## 2. Uncertainty", "## 3. Speed", "Skipped (`--skip-memory`)"):
+        assert section in text
