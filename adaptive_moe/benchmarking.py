@@ -93,8 +93,15 @@ def default_out(tiny: bool = False) -> Path:
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The report's flags (shared by ``benchmarks/bench_report.py`` and ``adaptive-moe bench``)."""
     parser.add_argument("--entities", type=int, default=None, help="invented entities per synthetic domain (12)")
-    parser.add_argument("--general", type=int, default=None, help="use the first N general questions (all 207)")
-    parser.add_argument("--max-new-tokens", type=int, default=32, help="most tokens per answer (32)")
+    parser.add_argument(
+        "--general", type=int, default=None, help="use N general questions, odd-numbered first (all 207)"
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=64,
+        help="most tokens per answer (64: the facade's default, which the shipped router was fitted on)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (2)")
     parser.add_argument("--seed", type=int, default=200, help="seed of the synthetic domains (kind i: seed + i)")
     parser.add_argument("--merge-weight", type=float, default=1.0,
@@ -253,11 +260,12 @@ def build_questions(entities: int, general_n: int | None, seed: int) -> tuple[li
     domain's ``test_qa``. Returns the questions and the synthetic domains by kind."""
     from .creation import general_knowledge_questions, make_synthetic_domain
 
-    general = general_knowledge_questions()
-    if general_n:
-        general = general[:general_n]
+    general = list(enumerate(general_knowledge_questions()))
+    if general_n:  # the odd-numbered ones first: the shipped router was fitted on the even-numbered ones
+        general = sorted(general, key=lambda item: (item[0] % 2 == 0, item[0]))[:general_n]
+        general.sort()
     questions = [{"question": q, "answers": list(a), "domain": "general", "index": i}
-                 for i, (q, a) in enumerate(general)]  # fmt: skip
+                 for i, (q, a) in general]  # fmt: skip
     domains = {}
     for i, kind in enumerate((*EXPERT_KINDS, UNCOVERED_KIND)):
         dom = make_synthetic_domain(kind, n_entities=entities, seed=seed + i)

@@ -545,6 +545,23 @@ class AdaptiveMoE:
             self._embedder = make_embedder(self.config.router.embedder, self.base)
         return np.asarray(self._embedder.encode([q.text for q in queries]), dtype=np.float32)
 
+    def close(self) -> None:
+        """Unload every expert from the base (so other code can attach adapters to it) and close the gap
+        ledger. The system can still be used afterwards: experts load again on demand."""
+        with self.base.lock:
+            self.pool.clear()
+            for name in list(self.pool.extra_names):  # merged experts and candidates live in memory only
+                self.pool.discard(name)
+            if self.gaps is not None:
+                self.gaps.close()
+                self.gaps = None
+
+    def __enter__(self) -> AdaptiveMoE:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         return (f"AdaptiveMoE(base={self.base.name!r}, experts={self.experts.names()}, "
                 f"router={type(self.router).__name__}, integrator={self.config.integrator.strategy!r})")  # fmt: skip

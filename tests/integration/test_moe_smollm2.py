@@ -16,11 +16,12 @@ UNCOVERED = "Which river flows through the invented harbour town of Quellmarsh-b
 def moe(smollm2, trained_experts, tmp_path_factory):
     cfg = AdaptiveMoEConfig().replace(workspace=str(tmp_path_factory.mktemp("moe-ws")),
                                       **{"router.threshold": 0.6, "generation.max_new_tokens": 32})  # fmt: skip
-    system = AdaptiveMoE(cfg, base=smollm2)
-    for kind, expert in trained_experts.items():
-        system.add_expert(expert.adapter_dir, kind, domain=expert.domain.description,
-                          questions=[q.question for q in expert.domain.train_qa])  # fmt: skip
-    return system
+    with AdaptiveMoE(cfg, base=smollm2) as system:  # closing unloads its experts from the shared base
+        for kind, expert in trained_experts.items():
+            system.add_expert(expert.adapter_dir, kind, domain=expert.domain.description,
+                              questions=[q.question for q in expert.domain.train_qa])  # fmt: skip
+        yield system
+    assert smollm2.adapter_host is None
 
 
 def test_confident_general_questions_stay_on_the_base_with_its_text(moe, smollm2):
@@ -62,6 +63,6 @@ def test_save_and_load_give_the_same_answers(moe, smollm2, trained_experts, tmp_
     questions = [*CONFIDENT[:1], trained_experts["people"].domain.train_qa[0].question, UNCOVERED]
     before = moe.generate(questions)
     moe.save_pretrained(tmp_path / "saved")
-    loaded = AdaptiveMoE.from_pretrained(tmp_path / "saved", base=smollm2)
-    after = loaded.generate(questions)
+    with AdaptiveMoE.from_pretrained(tmp_path / "saved", base=smollm2) as loaded:
+        after = loaded.generate(questions)
     assert [(o.route, o.text) for o in after] == [(o.route, o.text) for o in before]

@@ -335,3 +335,14 @@ def test_config_selects_router_and_integrator_by_name(base, tmp_path):
     moe = AdaptiveMoE(_config(tmp_path), base=base)
     assert moe.router.name == "uncertainty" and moe.integrator.name == "select"
     assert isinstance(RouterConfig(), RouterConfig)
+
+
+def test_close_unloads_the_experts_and_the_system_still_works(base, adapters, tmp_path):
+    with _moe(base, adapters, tmp_path, {FOX: (0.1, {"beta": 0.9})}) as moe:
+        first = moe.generate(FOX).text
+        assert moe.pool.resident == ["beta"]
+        slots = set(base.adapter_host.slots)
+    assert moe.pool.resident == [] and moe.gaps is None
+    assert base.adapter_host is None or not slots <= set(base.adapter_host.slots)  # beta's slot is gone
+    assert moe.generate(FOX).text == first  # loads beta again on demand
+    moe.close()
