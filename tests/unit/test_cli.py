@@ -106,7 +106,8 @@ def test_quickstart_example_runs(tiny_llama_dir, capsys):
     finally:
         sys.argv = argv
     out = capsys.readouterr().out
-    assert out.count("Q: ") == 2 and "mean log-prob=" in out
+    assert out.count("Q: ") == 2 and out.count("route=") == 2 and "confidence=" in out
+    assert "attribution of the last answer:" in out and "open knowledge gaps in the temporary workspace" in out
 
 
 def test_experts_commands(tmp_path, tiny_llama_dir, capsys):
