@@ -102,6 +102,11 @@ def paired_comparison(before: QAEvaluation, after: QAEvaluation) -> dict[str, fl
 
 
 # -- admission of a new expert --------------------------------------------------------------------
+SMALL_CALIBRATION_SET = 100  # fewer held-out answers than this: Platt scaling, else isotonic
+# A calibrator fitted on fewer wrong (or right) answers than this cannot tell what a wrong answer looks
+# like: on the demo's 25 held-out questions (3 wrong) it sent two right answers under the floor and
+# kept both wrong ones above it. The expert then has no calibrator (uncalibrated confidence).
+MIN_CLASS_FOR_CALIBRATION = 5
 @dataclass
 class AdmissionReport:
     """What the admission gate measured for a candidate expert, and its verdict.
@@ -118,7 +123,7 @@ class AdmissionReport:
         general_forced: paired comparison on a sample of the general set, base against expert forced on.
         routed_to_candidate: general questions the routed system sent to the candidate.
         calibrator: the expert's confidence calibrator fitted on its held-out answers (``to_dict``), or
-            ``None`` when those answers were all right or all wrong.
+            ``None`` when fewer than ``MIN_CLASS_FOR_CALIBRATION`` of them were wrong (or right).
         misses: held-out domain questions the routed system got wrong, with its answer and route.
     """
 
@@ -218,8 +223,12 @@ def evaluate_candidate(
         forced = _evaluation(h_questions, [x.text for x in forced_sig[: len(h_questions)]], h_golds, scorer)
         mean_lp = [float(x.token_logprobs.mean()) if x.num_tokens else -1e3 for x in forced_sig[: len(h_questions)]]
         calibrator = None
-        if 0 < sum(forced.correct) < forced.n:
-            calibrator = make_calibrator("platt" if forced.n < 20 else "isotonic").fit(mean_lp, forced.correct)
+        n_right = sum(forced.correct)
+        if min(n_right, forced.n - n_right) >= MIN_CLASS_FOR_CALIBRATION:
+            # isotonic is a step function: on a few dozen answers it puts whole score ranges at 0 and the
+            # floor then rejects right answers (25 held-out questions: 2 of 25 abstained); Platt is smooth
+            kind = "platt" if forced.n < SMALL_CALIBRATION_SET else "isotonic"
+            calibrator = make_calibrator(kind).fit(mean_lp, forced.correct)
             moe.set_expert_calibrator(name, calibrator)
         general_forced: dict[str, Any] = {}
         if sample:
