@@ -107,6 +107,8 @@ SMALL_CALIBRATION_SET = 100  # fewer held-out answers than this: Platt scaling, 
 # like: on the demo's 25 held-out questions (3 wrong) it sent two right answers under the floor and
 # kept both wrong ones above it. The expert then has no calibrator (uncalibrated confidence).
 MIN_CLASS_FOR_CALIBRATION = 5
+
+
 @dataclass
 class AdmissionReport:
     """What the admission gate measured for a candidate expert, and its verdict.
