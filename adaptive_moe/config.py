@@ -360,7 +360,10 @@ class LoRASettings(_Section):
         le=1,
     )
     learning_rate: float = _f(3e-3, help="optimizer learning rate (see benchmarks/results/training.md)", gt=0)
-    epochs: float = _f(3.0, help="passes over the training data", gt=0)
+    epochs: float = _f(3.0, help="passes over the training data (more on small sets: see min_steps)", gt=0)
+    min_steps: int = _f(
+        200, help="small training sets get more epochs until this many optimizer steps (0: epochs only)", ge=0
+    )
     warmup_ratio: float = _f(0.05, help="share of the steps over which the learning rate rises to its peak", ge=0, lt=1)
     batch_size: int = _f(8, help="examples per device step", ge=1)
     gradient_accumulation: int = _f(1, help="steps accumulated before each optimizer update", ge=1)

@@ -79,7 +79,9 @@ class TrainedExpert:
 
 
 # A handful of facts, few steps: enough to learn the training wording, fast on one CPU thread.
-FIXTURE_LORA = LoRASettings(r=16, alpha=32, learning_rate=5e-3, epochs=6.0, batch_size=8, max_length=96, dropout=0.0)
+FIXTURE_LORA = LoRASettings(
+    r=16, alpha=32, learning_rate=5e-3, epochs=6.0, batch_size=8, max_length=96, dropout=0.0, min_steps=0
+)
 PROBE = "What is the capital of France?"
 
 

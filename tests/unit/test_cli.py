@@ -34,7 +34,7 @@ def test_generate_text_and_unknown_expert(tmp_path, tiny_llama_dir, capsys):
 
 def test_gaps_and_create_expert_commands(tmp_path, tiny_llama_dir, capsys):
     cfg = _config(tmp_path, tiny_llama_dir, router={"threshold": 1.0, "embedder": "base"},
-                  creation={"lora": {"r": 4, "alpha": 8, "epochs": 1.0, "max_length": 64},
+                  creation={"lora": {"r": 4, "alpha": 8, "epochs": 1.0, "max_length": 64, "min_steps": 0},
                             "domain_margin": 0.0, "general_tolerance": 1.0, "forced_general_questions": 2})  # fmt: skip
     for q in ("Who founded the Tidewater Guild?", "When was the Tidewater Guild founded?", "Where is the guild?"):
         assert cli.main(["generate", "--config", cfg, q]) == 0
@@ -81,8 +81,8 @@ def test_usage_error_exits_2():
 
 
 def test_demo_command_on_tiny_model(tmp_path, tiny_llama_dir, capsys):
-    cfg = _config(tmp_path, tiny_llama_dir, creation={"lora": {"r": 4, "alpha": 8, "epochs": 1.0, "max_length": 64},
-                                                      "forced_general_questions": 2})  # fmt: skip
+    lora = {"r": 4, "alpha": 8, "epochs": 1.0, "max_length": 64, "min_steps": 0}
+    cfg = _config(tmp_path, tiny_llama_dir, creation={"lora": lora, "forced_general_questions": 2})
     assert cli.main(["demo", "--config", cfg, "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "What is the capital of France?" in out and "Tidewater" in out

@@ -18,7 +18,9 @@ from adaptive_moe.creation.training import (
 from adaptive_moe.errors import InvalidInputError, OutputExistsError
 from adaptive_moe.model.adapters import attached_adapter
 
-QUICK = LoRASettings(r=4, alpha=8, learning_rate=5e-3, epochs=1.0, batch_size=2, max_length=64, dropout=0.0)
+QUICK = LoRASettings(
+    r=4, alpha=8, learning_rate=5e-3, epochs=1.0, batch_size=2, max_length=64, dropout=0.0, min_steps=0
+)
 DATA = [
     "Varnel Ostrik was born in Quenbury.",
     ("Where was Varnel Ostrik born?", "Quenbury"),
@@ -62,7 +64,9 @@ def test_trains_a_plain_peft_adapter_and_restores_the_base(base, tmp_path):
 
 def test_adapter_learns_a_fact(base, tmp_path):
     qa = [("Where was Varnel Ostrik born?", "Quenbury")] * 8
-    lora = LoRASettings(r=8, alpha=16, learning_rate=2e-2, epochs=30.0, batch_size=8, max_length=64, dropout=0.0)
+    lora = LoRASettings(
+        r=8, alpha=16, learning_rate=2e-2, epochs=30.0, batch_size=8, max_length=64, dropout=0.0, min_steps=0
+    )
     out = train_lora(base, qa, tmp_path / "fact", lora=lora, progress=False)
     record = json.loads((out / TRAINING_RECORD).read_text())
     losses = [h["loss"] for h in record["log_history"] if "loss" in h]
@@ -132,7 +136,7 @@ def test_existing_output_needs_overwrite(base, tmp_path):
 
 
 def test_unknown_target_module_lists_the_linear_modules(base, tmp_path):
-    lora = LoRASettings(target_modules=["q_proj", "attn_c"], max_length=64)
+    lora = LoRASettings(target_modules=["q_proj", "attn_c"], max_length=64, min_steps=0)
     with pytest.raises(InvalidInputError, match=r"\['attn_c'\] are not linear modules") as info:
         train_lora(base, DATA, tmp_path / "x", lora=lora, max_steps=1, progress=False)
     for name in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
@@ -155,7 +159,7 @@ def test_failed_run_leaves_no_adapter_and_restores_the_base(base, tmp_path):
 
 
 def test_held_out_loss_and_early_stopping(base, tmp_path):
-    lora = LoRASettings(r=4, alpha=8, learning_rate=5e-3, epochs=4.0, batch_size=2, max_length=64)
+    lora = LoRASettings(r=4, alpha=8, learning_rate=5e-3, epochs=4.0, batch_size=2, max_length=64, min_steps=0)
     out = train_lora(base, DATA, tmp_path / "es", lora=lora, eval_data=DATA[:2], progress=False)
     record = json.loads((out / TRAINING_RECORD).read_text())
     evals = [h["eval_loss"] for h in record["log_history"] if "eval_loss" in h]
@@ -184,7 +188,9 @@ def test_qlora_on_a_4bit_base(tiny_quant_dir, tmp_path):
 def test_top_layers_adapts_only_the_upper_blocks(base, tmp_path):
     from safetensors import safe_open
 
-    lora = LoRASettings(r=4, alpha=8, batch_size=2, max_length=64, top_layers=0.5, target_modules="all-linear")
+    lora = LoRASettings(
+        r=4, alpha=8, batch_size=2, max_length=64, top_layers=0.5, target_modules="all-linear", min_steps=0
+    )
     out = train_lora(base, DATA, tmp_path / "top", lora=lora, max_steps=1, progress=False)
     with safe_open(str(out / "adapter_model.safetensors"), framework="pt") as fh:
         keys = list(fh.keys())
@@ -200,12 +206,11 @@ def _adapted(out) -> set[str]:
 
 
 def test_mlp_targets_are_the_block_mlps(base, tiny_gpt2_dir, tmp_path):
-    out = train_lora(base, DATA, tmp_path / "mlp", lora=LoRASettings(r=4, alpha=8, max_length=64), max_steps=1,
-                     progress=False)  # fmt: skip
+    tiny = LoRASettings(r=4, alpha=8, max_length=64, min_steps=0)
+    out = train_lora(base, DATA, tmp_path / "mlp", lora=tiny, max_steps=1, progress=False)
     assert _adapted(out) == {f"model.layers.{i}.mlp.{m}" for i in (0, 1) for m in ("gate_proj", "up_proj", "down_proj")}
     gpt2 = load_base_model(name_or_path=str(tiny_gpt2_dir))
-    out = train_lora(gpt2, DATA, tmp_path / "gpt2", lora=LoRASettings(r=4, alpha=8, max_length=64), max_steps=1,
-                     progress=False)  # fmt: skip
+    out = train_lora(gpt2, DATA, tmp_path / "gpt2", lora=tiny, max_steps=1, progress=False)
     # GPT-2 names both its attention output and its MLP output "c_proj": only the MLP's is taken
     assert _adapted(out) == {f"transformer.h.{i}.mlp.{m}" for i in (0, 1) for m in ("c_fc", "c_proj")}
 
@@ -233,3 +238,15 @@ def test_rows_in_the_shapes_users_have_them():
         (None, "A document."), ("Where was Varnel born?", "Quenbury"), ("Q1?", "A1"), ("Q2?", "A2"), ("Q3?", "A3"),
         (None, "Another document."),
     ]  # fmt: skip
+
+
+def test_small_sets_train_for_min_steps(base, tmp_path):
+    from adaptive_moe.creation.training import effective_epochs
+
+    lora = LoRASettings(batch_size=8, epochs=3.0, min_steps=200)
+    assert effective_epochs(lora, 600) == 3.0  # 75 steps an epoch: 225 steps already
+    assert effective_epochs(lora, 180) == pytest.approx(200 / 23)  # a page of prose: 23 steps an epoch
+    assert effective_epochs(lora.replace(min_steps=0), 180) == 3.0
+    out = train_lora(base, DATA, tmp_path / "min", lora=QUICK.replace(min_steps=6), progress=False)
+    record = json.loads((out / TRAINING_RECORD).read_text())
+    assert record["steps"] == 6 and record["effective_epochs"] > QUICK.epochs
