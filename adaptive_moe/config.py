@@ -270,6 +270,12 @@ class RouterConfig(_Section):
     mode: str = _f(
         "post", help="'post': decide after the base answers; 'pre': from the prompt alone", choices=("post", "pre")
     )
+    pre_layers: int | None = _f(
+        None,
+        help="'pre' mode: run only the first N decoder layers of the prompt for the decision (a shallow, cheaper "
+        "pass; the probe and the 'base' embedder read that layer's states); null: the whole model",
+        ge=1,
+    )
     matcher: str = _f(
         "knn", help="expert matcher: knn (nearest training questions), centroid, or classifier (a trained head)"
     )

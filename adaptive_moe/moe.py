@@ -334,7 +334,7 @@ class AdaptiveMoE:
         mode = getattr(self.router, "mode", "post")
         if mode == "pre":
             with _timed(timings, "route"):
-                states = self.base.prompt_states(prompts, generation)
+                states = self.base.prompt_states(prompts, generation, layers=self.router.config.pre_layers)
                 decisions = self._route([Query(p, states=s) for p, s in zip(prompts, states, strict=True)])
             need_base = [i for i, d in enumerate(decisions) if d.route != "expert" and forced is None]
             if need_base:

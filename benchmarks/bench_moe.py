@@ -4,8 +4,12 @@ Every arm answers the same batch of general questions (one call, greedy, ``--max
 run; the arms go round-robin within each round (the order rotates from round to round) so machine noise
 hits them alike, and each comparison is the median over rounds of that round's ratio:
 
+0. A/A control: plain ``model.generate`` on a second, identical copy of the base / on the first: how far
+   two copies of the same weights differ on this machine (memory placement), the floor under every ratio;
 1. confident path: ``moe.generate(prompts)`` routed to ``base`` / plain ``model.generate`` (goal <= 1.03);
+   1b. the same against plain ``generate`` on the facade's own model object (no copy difference);
 2. ``pre``-mode expert path (all routed to one expert) / plain PEFT ``generate`` with that adapter (<= 1.05);
+   2b. the same with the decision on the first ``--pre-layers`` decoder layers (``router.pre_layers``);
 3. ``post``-mode expert path / (plain ``generate`` + plain PEFT ``generate``) (goal <= 1.05);
 4. token-level mixture of two experts (``experts=[a, b]``) / single-expert ``select`` (goal <= 1.5);
 5. expert path / plain ``generate`` (the cost of an unmerged LoRA), and, when ``IntegratorConfig`` has
@@ -17,9 +21,11 @@ linear layers) of small scale, so answers stay fluent and run to the token limit
 plain reference runs on its own copy of the base (``load_base_model()``): no adapter state is shared.
 The facade's ``GenerationConfig`` cannot force a minimum length, so the prompts are ones whose answers do
 not stop early; the decoding steps of every arm are counted, and where an arm's steps differ from its
-reference's the comparison uses time per decoding step instead (the report says so).
+reference's the comparison uses time per decoding step instead (the report says so). After the rounds,
+``--pairs`` back-to-back runs of each one-against-one comparison give a second, tighter estimate.
 
-    python benchmarks/bench_moe.py [--rounds 5] [--prompts 8] [--max-new-tokens 24] [--threads 2] [--quick]
+    python benchmarks/bench_moe.py [--rounds 7] [--pairs 6] [--pre-layers 6] [--prompts 8] [--max-new-tokens 24]
+                                   [--threads 2] [--quick]
 
 Writes ``moe.json``, ``moe.md`` and ``moe.png`` under ``--out`` (absolute times are indicative only).
 """
@@ -57,10 +63,15 @@ PROMPTS = [  # general questions whose answers run well past 24 tokens
 ]
 ALPHA, BETA = "alpha", "beta"
 CONFIDENT, UNSURE = (0.99, {ALPHA: 0.1, BETA: 0.1}), (0.0, {ALPHA: 0.9, BETA: 0.2})
-ARMS = ["plain_base", "peft_expert", "moe_base", "moe_pre_expert", "moe_post_expert", "moe_select", "moe_mixture",
-        "moe_merged"]  # fmt: skip
+ARMS = ["plain_base", "plain_copy", "plain_same", "plain_double", "peft_expert", "peft_mixed", "moe_base",
+        "moe_pre_expert", "moe_pre_shallow", "moe_post_expert", "moe_select", "moe_mixture", "moe_merged",
+        "moe_merged_shallow"]  # fmt: skip
 ARM_LABELS = {
     "plain_base": "plain `model.generate` (base)",
+    "plain_copy": "plain `model.generate` on a second, identical copy of the base (A/A control)",
+    "plain_same": "plain `model.generate` on the post-mode facade's own model (its experts loaded, all disabled)",
+    "plain_double": "plain `model.generate`, each prompt twice (2x the rows: what a k=2 mixture computes)",
+    "peft_mixed": "plain PEFT mixed-batch `generate`, each prompt twice, `adapter_names=[alpha, beta, ...]`",
     "peft_expert": "plain PEFT `generate`, adapter alpha active",
     "moe_base": "facade, post mode, routed to base",
     "moe_pre_expert": "facade, pre mode, routed to alpha (select)",
@@ -68,25 +79,42 @@ ARM_LABELS = {
     "moe_select": "facade, pre mode, `experts=[alpha]`, select",
     "moe_mixture": "facade, pre mode, `experts=[alpha, beta]`, mixture",
     "moe_merged": "facade, pre mode, routed to alpha, `merged_fast_path`",
+    "moe_pre_shallow": "facade, pre mode deciding on the first `router.pre_layers` layers, routed to alpha",
+    "moe_merged_shallow": "facade, pre mode on `router.pre_layers` layers, routed to alpha, `merged_fast_path`",
 }
 # key, label, numerator arms, reference arms (summed), goal (None: reported only)
 COMPARISONS = [
+    ("aa", "0. A/A: plain generate on a second copy / plain generate (the measurement floor)", ["plain_copy"],
+     ["plain_base"], None),
     ("confident", "1. confident path / plain generate", ["moe_base"], ["plain_base"], 1.03),
+    ("confident_same", "1b. confident path / plain generate on the same weights", ["moe_base"], ["plain_same"], 1.03),
     ("pre_expert", "2. pre-mode expert path / plain PEFT generate", ["moe_pre_expert"], ["peft_expert"], 1.05),
+    ("pre_shallow", "2b. pre-mode expert path, decision on `pre_layers` layers / plain PEFT generate",
+     ["moe_pre_shallow"], ["peft_expert"], 1.05),
     ("post_expert", "3. post-mode expert path / (plain generate + plain PEFT generate)", ["moe_post_expert"],
      ["plain_base", "peft_expert"], 1.05),
     ("mixture", "4. mixture k=2 / single-expert select", ["moe_mixture"], ["moe_select"], 1.5),
+    ("mixture_peft", "4b. mixture k=2 / plain PEFT mixed batch of the same rows (no mixing)", ["moe_mixture"],
+     ["peft_mixed"], None),
+    ("double", "4c. plain generate of 2x the rows / plain generate (the hardware's floor for k=2)", ["plain_double"],
+     ["plain_base"], None),
     ("expert_vs_base", "5. pre-mode expert path (unmerged LoRA) / plain generate", ["moe_pre_expert"],
      ["plain_base"], None),
     ("peft_vs_base", "5. plain PEFT generate / plain generate (unmerged LoRA, no facade)", ["peft_expert"],
      ["plain_base"], None),
     ("merged", "5. merged fast path / plain generate", ["moe_merged"], ["plain_base"], 1.05),
+    ("merged_shallow", "5b. merged fast path, decision on `pre_layers` layers / plain generate",
+     ["moe_merged_shallow"], ["plain_base"], 1.05),
 ]  # fmt: skip
-SHORT = {"confident": "1 confident\n/ plain", "pre_expert": "2 pre expert\n/ PEFT", "post_expert":
+SHORT = {"aa": "0 A/A\ncopy / plain", "confident_same": "1b confident\n/ same weights",
+         "confident": "1 confident\n/ plain", "mixture_peft": "4b mixture\n/ PEFT mixed", "double":
+         "4c 2x rows\n/ plain", "pre_expert": "2 pre expert\n/ PEFT", "post_expert":
          "3 post expert\n/ plain + PEFT", "mixture": "4 mixture k=2\n/ select", "expert_vs_base":
-         "5 expert\n/ plain", "peft_vs_base": "5 PEFT\n/ plain", "merged": "5 merged\n/ plain"}  # fmt: skip
+         "5 expert\n/ plain", "peft_vs_base": "5 PEFT\n/ plain", "merged": "5 merged\n/ plain",
+         "pre_shallow": "2b pre shallow\n/ PEFT", "merged_shallow": "5b merged shallow\n/ plain"}  # fmt: skip
 SAME_TOKENS = [("moe_base", "plain_base"), ("moe_pre_expert", "peft_expert"), ("moe_post_expert", "peft_expert"),
-               ("moe_select", "peft_expert"), ("moe_merged", "peft_expert")]  # fmt: skip
+               ("moe_select", "peft_expert"), ("moe_merged", "peft_expert"), ("moe_pre_shallow", "peft_expert"),
+               ("moe_merged_shallow", "peft_expert")]  # fmt: skip
 
 
 @register_router
@@ -163,13 +191,20 @@ def build_arms(args, prompts: list[str], root: Path) -> tuple[dict, dict]:
     kwargs = build_generate_kwargs(plain, generation)
     eos = kwargs["eos_token_id"]
     eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
-    prompt_len = batch["input_ids"].shape[1]
 
     from peft import PeftModel
 
     peft_model = PeftModel.from_pretrained(load_base_model().model, str(adapters[ALPHA]), is_trainable=False)
     peft_model.eval()
+    peft_mixed = PeftModel.from_pretrained(load_base_model().model, str(adapters[ALPHA]), adapter_name=ALPHA,
+                                           is_trainable=False)  # fmt: skip
+    peft_mixed.load_adapter(str(adapters[BETA]), adapter_name=BETA, is_trainable=False)
+    peft_mixed.eval()
+    doubled, _ = encode_prompts(plain, [p for p in prompts for _ in range(2)], generation)  # prompt-major rows
+    mixed_names = [ALPHA, BETA] * len(prompts)
     pre = make_facade(load_base_model(), root / "ws-pre", adapters, table_expert, gen, **{"router.mode": "pre"})
+    shallow = {"router.mode": "pre", "router.pre_layers": args.pre_layers}
+    pre_shallow = make_facade(load_base_model(), root / "ws-pre-shallow", adapters, table_expert, gen, **shallow)
     mix = make_facade(load_base_model(), root / "ws-mix", adapters, table_expert, gen,
                       **{"router.mode": "pre", "integrator.strategy": "mixture"})  # fmt: skip
     merged, setup["merged_fast_path"] = None, {"available": hasattr(post.config.integrator, "merged_fast_path")}
@@ -181,12 +216,12 @@ def build_arms(args, prompts: list[str], root: Path) -> tuple[dict, dict]:
             setup["merged_fast_path"]["error"] = f"{type(e).__name__}: {e}"
     max_new = args.max_new_tokens
 
-    def plain_arm(model):
+    def plain_arm(model, inputs=batch, **extra):
         def run():
             with torch.inference_mode():
-                seq = model.generate(**batch, **kwargs)
-            ids, steps = plain_tokens(seq, prompt_len, eos_ids)
-            return ids, steps, None, None
+                seq = model.generate(**inputs, **kwargs, **extra)
+            ids, steps = plain_tokens(seq, inputs["input_ids"].shape[1], eos_ids)
+            return ids[:: len(ids) // len(prompts)], steps, None, None  # one row per prompt
 
         return run
 
@@ -218,6 +253,10 @@ def build_arms(args, prompts: list[str], root: Path) -> tuple[dict, dict]:
 
     arms = {
         "plain_base": plain_arm(plain.model),
+        "plain_copy": plain_arm(load_base_model().model),
+        "plain_same": plain_arm(post.base.model),
+        "plain_double": plain_arm(load_base_model().model, doubled),
+        "peft_mixed": plain_arm(peft_mixed, doubled, adapter_names=mixed_names),
         "peft_expert": plain_arm(peft_model),
         "moe_base": moe_base,
         "moe_pre_expert": facade_arm(pre, "expert", expected=[ALPHA]),
@@ -225,8 +264,12 @@ def build_arms(args, prompts: list[str], root: Path) -> tuple[dict, dict]:
         "moe_select": facade_arm(pre, "expert", experts=[ALPHA], expected=[ALPHA]),
         "moe_mixture": facade_arm(mix, "expert", experts=[ALPHA, BETA], expected=[ALPHA, BETA]),
     }
+    arms["moe_pre_shallow"] = facade_arm(pre_shallow, "expert", expected=[ALPHA])
     if merged is not None:
         arms["moe_merged"] = facade_arm(merged, "expert", expected=[ALPHA])
+        merged_shallow = make_facade(load_base_model(), root / "ws-merged-shallow", adapters, table_expert, gen,
+                                     **shallow, **{"integrator.merged_fast_path": True})  # fmt: skip
+        arms["moe_merged_shallow"] = facade_arm(merged_shallow, "expert", expected=[ALPHA])
     setup["setup_s"] = time.perf_counter() - started
     setup["prompt_tokens"] = int(batch["attention_mask"].sum())
     setup["decode"] = lambda ids: post.base.tokenizer.decode(ids, skip_special_tokens=True)
@@ -280,6 +323,28 @@ def compare(cells: dict) -> dict:
     return out
 
 
+def adjacent_pairs(arms: dict, comparisons: dict, pairs: int) -> None:
+    """For each comparison of one arm against one arm with a goal: ``pairs`` back-to-back runs of the two
+    (which goes first alternates), the ratio of each pair, and their median. Two runs seconds apart
+    share the machine's state far better than two runs a round apart, so this is the tighter estimate
+    of the same ratio on a noisy machine; it is reported beside the round-robin one."""
+    for key, c in comparisons.items():
+        if pairs < 1 or c["skipped"] or (c["goal"] is None and key != "aa") or len(c["numerator"]) != 1 or len(
+                c["reference"]) != 1:  # fmt: skip
+            continue
+        num, ref = arms[c["numerator"][0]], arms[c["reference"][0]]
+        ratios = []
+        for i in range(pairs):
+            if i % 2 == 0:
+                (t_num, _), (t_ref, _) = timed(num), timed(ref)
+            else:
+                (t_ref, _), (t_num, _) = timed(ref), timed(num)
+            ratios.append(t_num / t_ref)
+        mid = statistics.median(ratios)
+        c["pairs"] = {"n": pairs, "ratios": ratios, "median": mid, "min": min(ratios), "max": max(ratios),
+                      "met": None if c["goal"] is None else mid <= c["goal"]}  # fmt: skip
+
+
 def same_tokens(warm: dict) -> dict:
     out = {}
     for a, b in SAME_TOKENS:
@@ -294,7 +359,15 @@ def adapter_effect(warm: dict) -> dict:
     chosen-token log-probs): evidence that the adapter really ran, however small its scale."""
     out = {}
     base_ids, base_lp = warm["moe_base"][0], warm["moe_base"][3]
-    for name in ("moe_pre_expert", "moe_post_expert", "moe_select", "moe_mixture", "moe_merged"):
+    for name in (
+        "moe_pre_expert",
+        "moe_pre_shallow",
+        "moe_post_expert",
+        "moe_select",
+        "moe_mixture",
+        "moe_merged",
+        "moe_merged_shallow",
+    ):
         if name in warm:
             ids, lp = warm[name][0], warm[name][3]
             differ = [a != b or not torch.equal(x, y) for a, b, x, y in zip(ids, base_ids, lp, base_lp, strict=True)]
@@ -330,19 +403,25 @@ def write_report(result: dict, out: Path) -> None:
         f"max_new_tokens {result['max_new_tokens']}; {result['rounds']} round(s), arms round-robin (order rotated each "
         f"round) after one warm-up round. Experts: two random LoRA adapters (r=16, all-linear, scale "
         f"{result['adapter_scale']}). Ratio = median over rounds of that round's ratio; spread = min-max of those.",
-        "", "| comparison | median s | reference median s | ratio | spread | goal | met? |",
-        "|---|---|---|---|---|---|---|",
+        f"Adjacent pairs: after the rounds, {result.get('pairs', 0)} back-to-back runs of each one-arm-against-one-arm "
+        "comparison with a goal (alternating which runs first), median of the pair ratios (min-max).",
+        "", "| comparison | median s | reference median s | ratio | spread | adjacent pairs | goal | met? |",
+        "|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for c in cmp_.values():
         goal = "-" if c["goal"] is None else f"<= {c['goal']}"
         if c["skipped"]:
-            lines.append(f"| {c['label']} | - | - | - | - | {goal} | not run |")
+            lines.append(f"| {c['label']} | - | - | - | - | - | {goal} | not run |")
             continue
         met = "-" if c["met"] is None else ("yes" if c["met"] else "**no**")
+        p = c.get("pairs")
+        if p is not None and p["met"] is not None:
+            met += "; pairs " + ("yes" if p["met"] else "**no**")
         star = " (per step)" if c["per_step"] else ""
         spread = f"{c['ratio_min']:.3f}-{c['ratio_max']:.3f}"
+        paired = "-" if p is None else f"{p['median']:.3f} ({p['min']:.3f}-{p['max']:.3f})"
         lines.append(f"| {c['label']} | {c['numerator_median_s']:.3f} | {c['reference_median_s']:.3f} | "
-                     f"{c['ratio']:.3f}{star} | {spread} | {goal} | {met} |")  # fmt: skip
+                     f"{c['ratio']:.3f}{star} | {spread} | {paired} | {goal} | {met} |")  # fmt: skip
     per_step = [c["label"] for c in cmp_.values() if not c["skipped"] and c["per_step"]]
     lines += ["", "Decoding steps equal to the reference's in every round for every comparison: "
               + ("yes." if not per_step else "**no**: compared as time per decoding step for " + "; ".join(per_step)
@@ -388,16 +467,19 @@ def write_report(result: dict, out: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--prompts", type=int, default=8, help=f"questions in the batch (at most {len(PROMPTS)})")
     parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--pairs", type=int, default=6, help="adjacent pairs per comparison with a goal (0: none)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--pre-layers", type=int, default=6,
+                        help="router.pre_layers of the shallow pre-mode arms (SmolLM2: 30 layers)")  # fmt: skip
     parser.add_argument("--adapter-scale", type=float, default=0.01, help="std of the random LoRA A/B entries")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 prompts, 8 tokens")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.prompts, args.max_new_tokens = 1, 2, 8
+        args.rounds, args.prompts, args.max_new_tokens, args.pairs = 1, 2, 8, 2
     if not 1 <= args.prompts <= len(PROMPTS):
         parser.error(f"--prompts must be 1..{len(PROMPTS)}")
     if args.rounds < 1:
@@ -409,7 +491,7 @@ def main(argv=None) -> int:
         "machine": machine_info(args.threads),
         "command": "python benchmarks/bench_moe.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "rounds": args.rounds, "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
-        "adapter_scale": args.adapter_scale, "questions": prompts,
+        "adapter_scale": args.adapter_scale, "questions": prompts, "pairs": args.pairs,
     }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-moe-") as tmp:
         arms, setup = build_arms(args, prompts, Path(tmp))
@@ -418,6 +500,7 @@ def main(argv=None) -> int:
         result.update(setup)
         result["arms"] = cells
         result["comparisons"] = compare(cells)
+        adjacent_pairs(arms, result["comparisons"], args.pairs)
         result["same_tokens"] = same_tokens(warm)
         result["adapter_effect"] = adapter_effect(warm)
         result["sample_answers"] = {name: decode(w[0][0]) for name, w in warm.items()}

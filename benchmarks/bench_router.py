@@ -30,6 +30,7 @@ from adaptive_moe import load_base_model
 from adaptive_moe.config import GenerationConfig, RouterConfig
 from adaptive_moe.creation import general_knowledge_questions, make_synthetic_domain
 from adaptive_moe.model.bundled import cache_root
+from adaptive_moe.model.generation import decoder_layers
 from adaptive_moe.routing import Query, label_base_answers, signals_from_row, split_dataset, train_router
 from adaptive_moe.routing.evaluation import evaluate_router
 from adaptive_moe.uncertainty import PlattCalibrator, threshold_for_share
@@ -75,6 +76,40 @@ def overhead(base, router, pre_router, questions, gen, rounds):
             "batch": len(questions), "rounds": rounds}  # fmt: skip
 
 
+def pre_depth_sweep(base, fit_set, test_set, cfg, expert_questions, questions, gen, args) -> list[dict]:
+    """A ``pre`` probe fit on the states after each of several decoder depths (``router.pre_layers``):
+    its AUROC on the test split, and the decision's time as a ratio to one base generation (medians,
+    arms round-robin in each round)."""
+    depth = len(decoder_layers(base.model))
+    depths = [*sorted({d for d in args.pre_layers if 1 <= d < depth}), None]
+    rows = []
+    for layers in depths:
+        pre_cfg = cfg.replace(mode="pre", estimator="prompt_probe", pre_layers=layers)
+        router, _ = train_router(base, fit_set, config=pre_cfg, expert_questions=expert_questions, seed=args.seed,
+                                 validation_fraction=args.validation, progress=False)  # fmt: skip
+        est = evaluate_router(router, test_set, estimators=[], bootstrap=200, base=base, generation=gen)
+        rows.append({"layers": layers or depth, "router": router, **{k: est.estimators["router:prompt_probe"][k]
+                     for k in ("auroc", "auroc_ci", "auroc_general", "prr")},
+                     "matching": est.matching})  # fmt: skip
+    times: dict[int, list[float]] = {r["layers"]: [] for r in rows}
+    gen_t = []
+    for _ in range(args.rounds):
+        t0 = time.perf_counter()
+        base.generate_with_signals(questions, gen)
+        gen_t.append(time.perf_counter() - t0)
+        for r in rows:
+            t0 = time.perf_counter()
+            states = base.prompt_states(questions, gen, layers=r["router"].config.pre_layers)
+            r["router"].route_batch([Query(q, states=s) for q, s in zip(questions, states, strict=True)])
+            times[r["layers"]].append(time.perf_counter() - t0)
+    g = statistics.median(gen_t)
+    for r in rows:
+        del r["router"]
+        r["decision_s"] = statistics.median(times[r["layers"]])
+        r["decision_ratio"] = r["decision_s"] / g
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--entities", type=int, default=12, help="entities per synthetic domain")
@@ -88,6 +123,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pre-layers", type=int, nargs="*", default=[2, 4, 6, 8, 12, 16, 20],
+                    help="decoder depths for the pre-mode sweep (the whole model is always added)")  # fmt: skip
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -138,6 +175,7 @@ def main() -> None:
                                  validation_fraction=args.validation)  # fmt: skip
     pre_report = evaluate_router(pre_router, test_set, estimators=[], bootstrap=200)
     timing = overhead(base, router, pre_router, [r[0] for r in test[:16]], gen, args.rounds)
+    sweep = pre_depth_sweep(base, fit_set, test_set, cfg, expert_questions, [r[0] for r in test[:16]], gen, args)
 
     result = {
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": args.threads,
@@ -149,6 +187,7 @@ def main() -> None:
         "error_rate_mode": {"target": args.target_error, "delta": 0.1, "threshold": router.config.threshold,
                             "test_error_among_answered": test_error, "test_coverage": float(answered.mean())},
         "overhead": timing,
+        "pre_depth_sweep": sweep,
         "share_mode": shares,
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
@@ -167,6 +206,16 @@ def main() -> None:
            "", "## Pre mode (prompt-only probe)", "",
            f"AUROC {pre_report.estimators['router:prompt_probe']['auroc']:.3f} (all), "
            f"{pre_report.estimators['router:prompt_probe']['auroc_general'] or float('nan'):.3f} (general).",
+           "", "## Pre mode by decoder depth (`router.pre_layers`)", "",
+           "The prompt pass stops after that many of the model's decoder layers; the probe and matcher read "
+           "those states. Decision time as a ratio to one base generation of the same 16 questions.", "",
+           "| layers | AUROC (all) | 95% CI | AUROC (general) | PRR (all) | domain -> own expert | "
+           "general -> any expert | decision / base generation |", "|---|---|---|---|---|---|---|---|",
+           *[f"| {r['layers']} | {r['auroc']:.3f} | [{r['auroc_ci'][0]:.3f}, {r['auroc_ci'][1]:.3f}] | "
+             f"{r['auroc_general'] or float('nan'):.3f} | {r['prr']:.3f} | "
+             f"{r['matching'].get('domain_to_own_expert') or float('nan'):.3f} | "
+             f"{r['matching'].get('general_to_any_expert') or float('nan'):.3f} | {r['decision_ratio']:.3f} |"
+             for r in sweep],
            "", "## Overhead (medians over rounds, batch of 16 test questions)", "",
            f"post routing / base generation: {timing['post_ratio']:.4f} (goal <= 1.02); "
            f"pre decision / base generation: {timing['pre_ratio']:.4f}.",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Union
 import torch
 
 from ..config import GenerationConfig
-from ..errors import InvalidInputError
+from ..errors import ConfigError, InvalidInputError
 
 if TYPE_CHECKING:
     from .loading import BaseModel
@@ -252,6 +253,46 @@ def capture_prompt_states(model):
         handle.remove()
 
 
+class _EarlyExit(Exception):
+    """Raised by the hook on the last decoder layer a shallow prompt pass needs: the rest never runs."""
+
+
+def decoder_layers(model) -> torch.nn.ModuleList:
+    """The decoder's stack of transformer blocks (``layers`` in Llama-like models, ``h`` in GPT-2)."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+    for attr in ("layers", "h", "blocks"):
+        stack = getattr(decoder, attr, None)
+        if isinstance(stack, torch.nn.ModuleList) and len(stack):
+            return stack
+    raise ConfigError(
+        f"router.pre_layers: cannot find the decoder layers of {type(decoder).__name__} (looked for .layers, .h "
+        "and .blocks); leave pre_layers unset to use the whole model"
+    )
+
+
+@contextlib.contextmanager
+def capture_layer_states(model, layers: int):
+    """Capture the output of decoder layer ``layers`` (1-based) and stop the forward pass there.
+
+    ``captured["states"]`` is ``(batch, prompt_len, hidden)``, the residual stream after that block
+    (before the final norm). The call that runs the model must catch :class:`_EarlyExit`.
+    """
+    stack = decoder_layers(model)
+    if not 1 <= layers <= len(stack):
+        raise ConfigError(f"router.pre_layers must be between 1 and {len(stack)} (the decoder's layers), got {layers}")
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook(_module, _args, output):
+        captured["states"] = (output[0] if isinstance(output, tuple) else output).detach()
+        raise _EarlyExit
+
+    handle = stack[layers - 1].register_forward_hook(hook)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
 def _seeded(seed: int | None, device: torch.device):
     if seed is None:
         return contextlib.nullcontext()
@@ -402,10 +443,25 @@ class PromptStates:
 
 @torch.inference_mode()
 def encode_prompt_states(
-    base: BaseModel, prompts: Any, generation: GenerationConfig | None = None, **overrides: Any
+    base: BaseModel,
+    prompts: Any,
+    generation: GenerationConfig | None = None,
+    *,
+    layers: int | None = None,
+    **overrides: Any,
 ) -> list[PromptStates]:
     """One forward pass over the prompts (the prefill of generation, no new tokens): their hidden
-    states, equal to those :func:`generate_with_signals` reports."""
+    states, equal to those :func:`generate_with_signals` reports.
+
+    ``layers``: run only the first ``layers`` decoder blocks and read the states after the last of them
+    (a shallow, cheaper pass for ``pre`` routing: the remaining blocks and the final norm never run).
+    ``None`` or the model's depth: the whole decoder, final norm included.
+    """
+    if layers is not None:
+        if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+            raise InvalidInputError(f"layers must be a positive whole number or None, got {layers!r}")
+        if layers >= len(decoder_layers(base.model)):
+            layers = None
     generation = generation or GenerationConfig()
     generation = generation.replace(**overrides) if overrides else generation
     items = normalize_prompts(prompts)
@@ -417,7 +473,8 @@ def encode_prompt_states(
         # positions as generate() makes them for a left-padded batch, so the states are the same
         positions = (batch["attention_mask"].long().cumsum(-1) - 1).masked_fill(batch["attention_mask"] == 0, 0)
         batch = {**batch, "position_ids": positions}
-        with base.lock, capture_prompt_states(base.model) as captured:
+        capture = capture_prompt_states if layers is None else functools.partial(capture_layer_states, layers=layers)
+        with base.lock, capture(base.model) as captured, contextlib.suppress(_EarlyExit):
             decoder = base.model.get_decoder() if hasattr(base.model, "get_decoder") else None
             if decoder is not None:
                 decoder(**batch)

@@ -125,12 +125,15 @@ class BaseModel:
                                          logits_processor=logits_processor, streamer=streamer,
                                          **overrides)  # fmt: skip
 
-    def prompt_states(self, prompts: Any, generation: GenerationConfig | None = None, **overrides: Any) -> list:
+    def prompt_states(
+        self, prompts: Any, generation: GenerationConfig | None = None, *, layers: int | None = None, **overrides: Any
+    ) -> list:
         """The prompts' hidden states from one forward pass, without generating (what a ``pre``
-        routing decision needs): a list of :class:`~adaptive_moe.model.generation.PromptStates`."""
+        routing decision needs): a list of :class:`~adaptive_moe.model.generation.PromptStates`.
+        ``layers``: run only the first that many decoder blocks (a shallow pass; None: all)."""
         from .generation import encode_prompt_states
 
-        return encode_prompt_states(self, prompts, generation, **overrides)
+        return encode_prompt_states(self, prompts, generation, layers=layers, **overrides)
 
     def __repr__(self) -> str:
         return (

@@ -29,7 +29,7 @@ from ..uncertainty import get_estimator, list_estimators
 from ..utils.io import atomic_write_text
 from . import metrics
 from .base import Query
-from .training import GENERAL, label_base_answers, read_labelled_questions, signals_from_row
+from .training import GENERAL, label_base_answers, read_labelled_questions, signals_from_row, with_prompt_states
 
 DEFAULT_ESTIMATORS = ("max_sequence_prob", "mean_logprob", "mean_entropy", "min_token_prob", "perplexity")
 
@@ -174,17 +174,27 @@ def evaluate_router(
     estimators: Sequence[str] | None = None,
     strong_quality: Sequence[float] | None = None,
     bootstrap: int = 1000,
+    base: Any = None,
+    generation: Any = None,
 ) -> RouterReport:
     """Evaluate ``router`` (an :class:`~adaptive_moe.routing.UncertaintyRouter`) on ``labelled``, a Dataset
     from :func:`~adaptive_moe.routing.label_base_answers` that the router was not trained on.
 
     ``estimators``: built-in estimator names compared beside the router's own (default: all stateless
     ones). ``strong_quality``: per question, the quality of the onward route (1/0: the expert's answer
-    right or wrong) for the cost/quality curve; without it that section is left out.
+    right or wrong) for the cost/quality curve; without it that section is left out. ``base``: needed
+    for a ``pre`` router with ``pre_layers`` (its prompt states are recomputed at that depth; the rows
+    hold the last layer's), with ``generation``'s prompt settings.
     """
     if len(labelled) == 0:
         raise InvalidInputError("no labelled questions to evaluate on")
     signals = [signals_from_row(r) for r in labelled]
+    layers = router.config.pre_layers if router.config.mode == "pre" else None
+    if layers is not None:
+        if base is None:
+            raise InvalidInputError(f"this router decides on decoder layer {layers} (router.pre_layers); pass base= "
+                                    "so its prompt states can be computed at that depth")  # fmt: skip
+        signals = with_prompt_states(base, signals, generation, layers)
     y = np.asarray(labelled["correct"], dtype=bool)
     domains = list(labelled["domain"])
     general = np.array([d == GENERAL for d in domains])
@@ -280,5 +290,5 @@ def evaluate_saved_router(
     rows = read_labelled_questions(data) if isinstance(data, (str, Path)) else data
     base = load_base_model(config.model)
     labelled = label_base_answers(base, rows, generation=config.generation, cache_dir=cache_dir, progress=progress)
-    report = evaluate_router(router, labelled, bootstrap=bootstrap)
+    report = evaluate_router(router, labelled, bootstrap=bootstrap, base=base, generation=config.generation)
     return report, report.write(out if out is not None else config.workspace_path("results"))

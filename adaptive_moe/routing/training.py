@@ -8,6 +8,7 @@ by the base fingerprint, the generation settings and the questions, so retrainin
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -142,6 +143,14 @@ def signals_from_row(row: Mapping[str, Any]) -> GenerationSignals:
                              finish_reason=row["finish_reason"], prompt_tokens=row["prompt_tokens"], **t)  # fmt: skip
 
 
+def with_prompt_states(base, signals: list[GenerationSignals], generation, layers: int) -> list[GenerationSignals]:
+    """The signals with their prompt states taken from the first ``layers`` decoder layers, as a
+    shallow ``pre`` decision sees them."""
+    states = base.prompt_states([s.prompt for s in signals], generation, layers=layers)
+    return [dataclasses.replace(s, prompt_hidden=p.prompt_hidden, prompt_hidden_mean=p.prompt_hidden_mean,
+                                query_hidden=p.query_hidden) for s, p in zip(signals, states, strict=True)]  # fmt: skip
+
+
 def split_dataset(dataset, validation_fraction: float = 0.25, seed: int = 0):
     """Train / validation split, stratified by domain and correctness."""
     if not 0 < validation_fraction < 1:
@@ -239,6 +248,8 @@ def train_router(
     train, val = split_dataset(labelled, validation_fraction, seed)
     train_sig = [signals_from_row(r) for r in train]
     val_sig = [signals_from_row(r) for r in val]
+    if config.mode == "pre" and config.pre_layers is not None:  # the decision will read a shallower layer
+        train_sig, val_sig = (with_prompt_states(base, s, generation, config.pre_layers) for s in (train_sig, val_sig))
     y_train, y_val = np.array(train["correct"], bool), np.array(val["correct"], bool)
     router = UncertaintyRouter(config)
     est = router.estimator
@@ -344,7 +355,8 @@ def embed_questions(router: UncertaintyRouter, base, questions: Sequence[str]) -
     from .base import Query
 
     if router.config.embedder == "base":
-        states = base.prompt_states(list(questions))
+        states = base.prompt_states(list(questions), layers=router.config.pre_layers if router.config.mode == "pre"
+                                    else None)  # fmt: skip
         return router.embed([Query(q, states=s) for q, s in zip(questions, states, strict=True)])
     return router.embed([Query(q) for q in questions])
 

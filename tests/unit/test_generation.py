@@ -205,3 +205,33 @@ def test_prompt_states_without_generating_equal_those_of_generation(tiny_base):
         assert p.prompt_tokens == s.prompt_tokens
         for name in ("prompt_hidden", "prompt_hidden_mean", "query_hidden"):
             assert torch.allclose(getattr(p, name), getattr(s, name), atol=1e-5), name
+
+
+def test_shallow_prompt_states_read_that_layer_and_skip_the_rest(tiny_base):
+    from adaptive_moe.model.generation import decoder_layers, encode_prompts
+
+    prompts = ["Who wrote Hamlet?", "What is the capital of France? Answer in one word please."]
+    layers = decoder_layers(tiny_base.model)
+    ran: list[int] = []
+    handles = [block.register_forward_hook(lambda m, a, o, i=i: ran.append(i)) for i, block in enumerate(layers)]
+    try:
+        shallow = tiny_base.prompt_states(prompts, layers=1)
+    finally:
+        for h in handles:
+            h.remove()
+    assert ran == [0]  # the blocks after the first never ran
+    batch, _ = encode_prompts(tiny_base, prompts, GenerationConfig(), query_mask=True)
+    batch.pop("query_mask")
+    positions = (batch["attention_mask"].cumsum(-1) - 1).masked_fill(batch["attention_mask"] == 0, 0)
+    with torch.inference_mode():
+        out = tiny_base.model(**batch, position_ids=positions, output_hidden_states=True)
+    for row, s in enumerate(shallow):
+        assert torch.allclose(s.prompt_hidden, out.hidden_states[1][row, -1].float(), atol=1e-5)
+    full = tiny_base.prompt_states(prompts)
+    assert tiny_base.prompt_states(prompts, layers=len(layers))[0].prompt_hidden.equal(full[0].prompt_hidden)
+    assert not torch.allclose(shallow[0].prompt_hidden, full[0].prompt_hidden)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(InvalidInputError, match="layers"):
+            tiny_base.prompt_states(prompts, layers=bad)
+    after = tiny_base.generate_with_signals(prompts, max_new_tokens=2)  # no hook left behind
+    assert torch.allclose(after[0].prompt_hidden, full[0].prompt_hidden, atol=1e-5)

@@ -288,6 +288,24 @@ def test_pre_mode_decides_before_generating(base, adapters, tmp_path):
     assert "".join(stream).strip() == stream.output.text
 
 
+def test_pre_mode_decision_runs_only_the_configured_layers(base, adapters, tmp_path):
+    moe = _moe(base, adapters, tmp_path, {FOX: (0.1, {"beta": 0.9}), FRANCE: (0.9, {})},
+               **{"router.mode": "pre", "router.pre_layers": 1})  # fmt: skip
+    blocks = base.model.model.layers
+    ran: list[int] = []
+    hook = blocks[-1].register_forward_hook(lambda *a: ran.append(1))
+    try:
+        routed, kept = moe.generate([FOX, FRANCE], max_new_tokens=1)
+        assert routed.route == "expert" and kept.route == "base"
+        calls_with_answers = len(ran)  # the base's and the expert's one-token generations
+        ran.clear()
+        moe.router.table = {FOX: (0.1, {"beta": 0.9}), FRANCE: (0.1, {"beta": 0.9})}
+        moe.generate([FOX, FRANCE], max_new_tokens=1)
+    finally:
+        hook.remove()
+    assert calls_with_answers == 2 and len(ran) == 1  # the decision itself never reached the last block
+
+
 def test_save_and_load_give_the_same_answers(base, adapters, tmp_path):
     moe = AdaptiveMoE(_config(tmp_path, **{"router.threshold": 1.0}), base=base)
     moe.add_expert(adapters["alpha"], "alpha", questions=[FRANCE, HAMLET])

@@ -27,6 +27,7 @@ from adaptive_moe.routing import (
     router_class,
     train_router,
 )
+from adaptive_moe.routing.metrics import auroc
 from adaptive_moe.uncertainty import (
     EMPTY_ANSWER_SCORE,
     ConfidenceEstimator,
@@ -382,3 +383,38 @@ def test_train_router_with_the_classifier_matcher(base, tmp_path):
     assert loaded.config.min_match_score == router.config.min_match_score
     with pytest.raises(InvalidInputError, match="not both"):
         train_router(base, data, config=cfg.replace(target_error=0.2), share=0.5, progress=False)
+
+
+def test_pre_mode_router_fits_and_decides_on_a_shallow_layer(base, tmp_path, monkeypatch):
+    data = _labelled_half_right(base)
+    gen = GenerationConfig(max_new_tokens=4)
+    labelled = label_base_answers(base, data, generation=gen, progress=False)
+    asked_for: list = []
+    real = type(base).prompt_states
+
+    def spy(self, prompts, generation=None, *, layers=None, **kw):
+        asked_for.append(layers)
+        return real(self, prompts, generation, layers=layers, **kw)
+
+    monkeypatch.setattr(type(base), "prompt_states", spy)
+    cfg = RouterConfig(mode="pre", estimator="prompt_probe", calibration="none", embedder="base", pre_layers=1)
+    experts = {"hamlet": [d[0] for d in data[16:24]]}
+    router, _ = train_router(base, labelled, config=cfg, expert_questions=experts, progress=False)
+    assert asked_for and set(asked_for) == {1}  # probe features and matcher embeddings: layer 1
+    asked = [d[0] for d in data]
+    shallow, deep = base.prompt_states(asked, layers=1), base.prompt_states(asked)
+    raw = router.estimator.score_batch(shallow)
+    y = np.array(labelled["correct"], bool)
+    assert auroc(raw, y) > 0.5 and not np.allclose(raw, router.estimator.score_batch(deep))
+    loaded = UncertaintyRouter.load(router.save(tmp_path / "router"))
+    assert loaded.config.pre_layers == 1
+    queries = [Query(q, states=s) for q, s in zip(asked, shallow, strict=True)]
+    assert [d.to_dict() for d in loaded.route_batch(queries)] == [d.to_dict() for d in router.route_batch(queries)]
+    from adaptive_moe.routing.evaluation import evaluate_router
+
+    report = evaluate_router(router, labelled, estimators=[], bootstrap=10, base=base)
+    assert report.estimators["router:prompt_probe"]["auroc"] == pytest.approx(auroc(raw, y))
+    with pytest.raises(InvalidInputError, match="pass base="):
+        evaluate_router(router, labelled, estimators=[], bootstrap=10)
+    with pytest.raises(ConfigError, match="pre_layers"):
+        RouterConfig(pre_layers=0)
