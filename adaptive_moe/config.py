@@ -291,6 +291,11 @@ class RouterConfig(_Section):
     )
     delta: float = _f(0.1, help="failure probability allowed for the target_error guarantee", gt=0, lt=1)
 
+    @property
+    def decision_layers(self) -> int | None:
+        """The decoder depth whose prompt states the router reads (``pre_layers`` in ``pre`` mode; None: all)."""
+        return self.pre_layers if self.mode == "pre" else None
+
 
 @dataclass
 class PoolConfig(_Section):

@@ -231,6 +231,10 @@ def build_generate_kwargs(base: BaseModel, generation: GenerationConfig) -> dict
     return kwargs
 
 
+def _decoder(model):
+    return model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+
+
 @contextlib.contextmanager
 def capture_prompt_states(model):
     """Capture the decoder's last hidden states during the prefill forward (the first call only).
@@ -238,7 +242,7 @@ def capture_prompt_states(model):
     Hooks the decoder stack (``model.get_decoder()``), whose output is the final, normalised hidden
     state of every prompt position: ``captured["states"]`` is ``(batch, prompt_len, hidden)``.
     """
-    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+    decoder = _decoder(model)
     captured: dict[str, torch.Tensor] = {}
 
     def hook(_module, _args, output):
@@ -259,7 +263,7 @@ class _EarlyExit(Exception):
 
 def decoder_layers(model) -> torch.nn.ModuleList:
     """The decoder's stack of transformer blocks (``layers`` in Llama-like models, ``h`` in GPT-2)."""
-    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+    decoder = _decoder(model)
     for attr in ("layers", "h", "blocks"):
         stack = getattr(decoder, attr, None)
         if isinstance(stack, torch.nn.ModuleList) and len(stack):
@@ -278,8 +282,6 @@ def capture_layer_states(model, layers: int):
     (before the final norm). The call that runs the model must catch :class:`_EarlyExit`.
     """
     stack = decoder_layers(model)
-    if not 1 <= layers <= len(stack):
-        raise ConfigError(f"router.pre_layers must be between 1 and {len(stack)} (the decoder's layers), got {layers}")
     captured: dict[str, torch.Tensor] = {}
 
     def hook(_module, _args, output):

@@ -189,7 +189,7 @@ def evaluate_router(
     if len(labelled) == 0:
         raise InvalidInputError("no labelled questions to evaluate on")
     signals = [signals_from_row(r) for r in labelled]
-    layers = router.config.pre_layers if router.config.mode == "pre" else None
+    layers = router.config.decision_layers
     if layers is not None:
         if base is None:
             raise InvalidInputError(f"this router decides on decoder layer {layers} (router.pre_layers); pass base= "

@@ -248,8 +248,9 @@ def train_router(
     train, val = split_dataset(labelled, validation_fraction, seed)
     train_sig = [signals_from_row(r) for r in train]
     val_sig = [signals_from_row(r) for r in val]
-    if config.mode == "pre" and config.pre_layers is not None:  # the decision will read a shallower layer
-        train_sig, val_sig = (with_prompt_states(base, s, generation, config.pre_layers) for s in (train_sig, val_sig))
+    if config.decision_layers is not None:  # the decision will read a shallower layer
+        train_sig, val_sig = (with_prompt_states(base, s, generation, config.decision_layers)
+                              for s in (train_sig, val_sig))  # fmt: skip
     y_train, y_val = np.array(train["correct"], bool), np.array(val["correct"], bool)
     router = UncertaintyRouter(config)
     est = router.estimator
@@ -355,8 +356,7 @@ def embed_questions(router: UncertaintyRouter, base, questions: Sequence[str]) -
     from .base import Query
 
     if router.config.embedder == "base":
-        states = base.prompt_states(list(questions), layers=router.config.pre_layers if router.config.mode == "pre"
-                                    else None)  # fmt: skip
+        states = base.prompt_states(list(questions), layers=router.config.decision_layers)
         return router.embed([Query(q, states=s) for q, s in zip(questions, states, strict=True)])
     return router.embed([Query(q) for q in questions])
 
