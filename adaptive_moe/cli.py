@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
 from .config import AdaptiveMoEConfig, config_help
@@ -161,11 +162,38 @@ def cmd_evaluate_router(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from .benchmarking import run_benchmark
+BENCH_HELP = (
+    "the benchmark report against the plain alternatives (PEFT merge, PEFT Arrow, oracle routing). It runs "
+    "the harness kept in a source checkout's benchmarks/ folder, which a wheel does not ship: clone the "
+    "repository, 'pip install -e .' there and run this from the clone. 'adaptive-moe bench --help' lists its flags."
+)
 
-    run_benchmark(args)
-    return 0
+
+def find_benchmarks() -> Path | None:
+    """The source checkout whose ``benchmarks/report`` harness ``adaptive-moe bench`` runs: the one this
+    package is installed from (an editable install), else the current folder; ``None`` when neither has it."""
+    for root in (Path(__file__).resolve().parents[1], Path.cwd()):
+        if (root / "benchmarks" / "report" / "__init__.py").is_file():
+            return root
+    return None
+
+
+def cmd_bench(argv: Sequence[str]) -> int:
+    """``adaptive-moe bench [flags]``: the flags are the harness's own (``benchmarks/bench_report.py``)."""
+    root = find_benchmarks()
+    if root is None:
+        print(f"adaptive-moe: error: no benchmarks/ folder found. {BENCH_HELP}", file=sys.stderr)
+        return 2
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from benchmarks.report import main as bench_main
+
+    setup_logging("INFO")
+    try:
+        return bench_main(list(argv))
+    except AdaptiveMoEError as e:
+        print(f"adaptive-moe: error: {str(e).strip()}", file=sys.stderr)
+        return 1
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -260,12 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the confidence intervals")
     p.set_defaults(func=cmd_evaluate_router)
 
-    from .benchmarking import add_arguments as add_bench_arguments
-
-    p = sub.add_parser("bench", help="the benchmark report: this library against the plain alternatives")
-    p.add_argument("--verbose", "-v", action="store_true", help="debug logging and full tracebacks")
-    add_bench_arguments(p)
-    p.set_defaults(func=cmd_bench)
+    # 'bench' is dispatched in main() before parsing (its flags belong to the harness); listed here for --help
+    sub.add_parser("bench", help=BENCH_HELP, add_help=False)
 
     p = sub.add_parser("info", parents=[common], help="versions, device and cache folder")
     p.set_defaults(func=cmd_info)
@@ -273,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``adaptive-moe`` command with ``argv`` (default: the process's arguments); returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        return cmd_bench(argv[1:])
     args = build_parser().parse_args(argv)
     setup_logging("DEBUG" if args.verbose else "INFO")
     try:

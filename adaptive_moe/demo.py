@@ -88,7 +88,7 @@ def run_demo(
     is written to ``<workspace>/demo/results/demo.{json,md}``.
     """
     from . import AdaptiveMoE
-    from .creation.scoring import get_scorer
+    from .evaluation.scoring import get_scorer
 
     config = config or AdaptiveMoEConfig()
     root = config.workspace_path("demo")

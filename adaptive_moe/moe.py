@@ -24,18 +24,18 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .config import AdaptiveMoEConfig
 from .errors import IncompatibleExpertError, InvalidInputError, ModelNotFoundError, UnknownNameError
-from .integration import Attribution, ExpertAnswer, integrator_class, token_pieces
-from .integration.attribution import BASE
+from .integration import ExpertAnswer, integrator_class
 from .model import load_base_model
 from .model.generation import _is_conversation, normalize_prompts
-from .output import MoEOutput
+from .output import MoEOutput, base_output, cache_events, expert_output
 from .routing import Query, RouteDecision, router_class
+from .streaming import MoEStream
 from .utils.io import atomic_directory, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -122,11 +122,10 @@ class AdaptiveMoE:
         with self.base.lock, atomic_directory(folder, replace=overwrite) as tmp:
             config = self.config.replace(workspace=".", **{"pool.registry": "experts"})
             config.to_yaml(tmp / CONFIG_FILE)
-            if hasattr(self.router, "save"):
-                self.router.save(tmp / ROUTER_DIR)
+            self.router.save(tmp / ROUTER_DIR)
             shutil.copytree(self.experts.root, tmp / "experts", ignore=shutil.ignore_patterns(".*"))
             manifest = {"base_fingerprint": self.base.fingerprint, "base_name": self.base.name,
-                        "experts": self.experts.names(), "router": getattr(self.router, "name", None)}  # fmt: skip
+                        "experts": self.experts.names(), "router": self.router.name}  # fmt: skip
             atomic_write_text(tmp / MANIFEST_FILE, json.dumps(manifest, indent=2))
         return folder
 
@@ -149,9 +148,8 @@ class AdaptiveMoE:
         return router_class(self.config.router.name)(self.config.router)
 
     def save_router(self) -> Path | None:
-        """Write the router to the workspace (``router/``), so the next start finds it."""
-        if not hasattr(self.router, "save"):
-            return None
+        """Write the router to the workspace (``router/``), so the next start finds it (``None``: the
+        router keeps no state to save)."""
         return self.router.save(self._router_dir())
 
     # -- experts -------------------------------------------------------------------------------------
@@ -184,7 +182,7 @@ class AdaptiveMoE:
             if name in self.pool:
                 self.pool.evict(name)
             self.experts.remove(name)
-            if name in getattr(self.router, "experts", []):
+            if name in self.router.experts:
                 self.router.remove_expert(name)
                 self.save_router()
 
@@ -207,7 +205,7 @@ class AdaptiveMoE:
         if self.gaps is None:
             raise InvalidInputError("the gap ledger is off (gaps.enabled: false); turn it on to analyse gaps")
         g = self.config.gaps
-        matcher = getattr(self.router, "matcher", None)
+        matcher = self.router.matcher
         options: dict[str, Any] = {
             "embed": lambda texts: self.embed_queries([Query(t) for t in texts]),
             "min_cluster_size": g.min_cluster_size, "max_clusters": g.max_clusters,
@@ -222,16 +220,15 @@ class AdaptiveMoE:
     def resolve_gaps(self, name: str) -> list[int]:
         """Mark the open gaps that expert ``name`` now covers (its match score reaches
         ``router.min_match_score``) as resolved by it; returns their ids."""
-        matcher = getattr(self.router, "matcher", None)
+        matcher = self.router.matcher
         if self.gaps is None or matcher is None or name not in matcher.experts:
             return []
-        floor = getattr(self.router.config, "min_match_score", 0.5)
-        return self.gaps.resolve_matching(matcher.scores, name, min_score=floor)
+        return self.gaps.resolve_matching(matcher.scores, name, min_score=self.router.config.min_match_score)
 
     def sync_experts(self) -> None:
         """Make the router's matcher know exactly the registered experts (from each card's example
         questions, else its domain description)."""
-        if not hasattr(self.router, "add_expert"):
+        if not self.router.learns_experts:
             return
         known, registered = set(self.router.experts), set(self.experts.names())
         changed = False
@@ -252,12 +249,12 @@ class AdaptiveMoE:
     def teach_router(self, name: str, examples: Sequence[str], save: bool = True) -> None:
         """Let the router's matcher know expert ``name`` from example questions it answers (and save the
         router to the workspace when ``save``)."""
-        if not hasattr(self.router, "add_expert"):
+        if not self.router.learns_experts:
             return
         from .routing.training import embed_questions
 
-        matcher = getattr(self.router, "matcher", None)
-        if matcher is not None and getattr(matcher, "background", False) is None:
+        matcher = self.router.matcher
+        if matcher is not None and matcher.background is None:
             # centre the matcher on general questions (the shipped check set), which no expert should take
             from .creation import general_knowledge_questions
 
@@ -331,7 +328,7 @@ class AdaptiveMoE:
         streamed = (lambda: streaming(stream)) if stream is not None else contextlib.nullcontext
         timings: dict[str, float] = {}
         base_signals: list[Any] = [None] * len(prompts)
-        mode = getattr(self.router, "mode", "post")
+        mode = self.router.mode
         if mode == "pre":
             with _timed(timings, "route"):
                 states = self.base.prompt_states(prompts, generation, layers=self.router.config.pre_layers)
@@ -402,21 +399,14 @@ class AdaptiveMoE:
         return tuple((n, round(w, 3)) for n, w in experts)
 
     def _base_output(self, prompt, decision: RouteDecision, signals) -> MoEOutput:
-        flagged = decision.route == "gap"
-        reason = decision.reason + ("; the base answer is returned, flagged, and the query logged as a gap"
-                                    if flagged else "")  # fmt: skip
-        attribution = Attribution.single(BASE, self.base.tokenizer, signals.token_ids, route=decision.route,
-                                         base_confidence=decision.confidence, reason=reason)  # fmt: skip
-        return MoEOutput(prompt=prompt, text=signals.text, route=decision.route, confidence=decision.confidence,
-                         expert_confidence=None, experts=[], attribution=attribution, reason=reason,
-                         flagged=flagged, base_text=signals.text, signals=signals)  # fmt: skip
+        return base_output(prompt, decision, signals, self.base.tokenizer)
 
     def _expert_outputs(self, prompts, decisions, experts, generation, base_signals, rows, fallback=True,
                         forced=False):  # fmt: skip
         floor = self.config.integrator.expert_confidence_floor
         before = self.pool.stats
         answers = self.integrator.generate(prompts, experts, generation)
-        cache = _cache_events(self.pool.stats - before)
+        cache = cache_events(self.pool.stats - before)
         outs = []
         for prompt, decision, answer, row in zip(prompts, decisions, answers, rows, strict=True):
             conf = self.expert_confidence(answer)
@@ -426,7 +416,7 @@ class AdaptiveMoE:
                     before = self.pool.stats
                     alt = self.integrator_for_fallback().generate([prompt], [(name, 1.0)], generation)[0]
                     alt_conf = self.expert_confidence(alt)
-                    tried.append((alt, alt_conf, _cache_events(self.pool.stats - before)))
+                    tried.append((alt, alt_conf, cache_events(self.pool.stats - before)))
                     if alt_conf >= floor:
                         break
             outs.append(self._final_output(prompt, decision, tried, floor, base_signals[row], forced))
@@ -439,50 +429,13 @@ class AdaptiveMoE:
 
     def _fallbacks(self, decision: RouteDecision, answer: ExpertAnswer) -> list[str]:
         used = {n for n, _ in answer.experts}
-        floor = getattr(self.router.config, "min_match_score", 0.0)
+        floor = self.router.config.min_match_score
         ranked = sorted(decision.expert_scores.items(), key=lambda kv: (-kv[1], kv[0]))
         return [n for n, s in ranked if s >= floor and n not in used]
 
     def _final_output(self, prompt, decision, tried, floor, base_signals, forced=False) -> MoEOutput:
-        best_answer, best_conf, _ = max(tried, key=lambda t: t[1])
-        chosen = next(((a, c, e) for a, c, e in tried if c >= floor), None)
-        cache = _sum_cache([e for _, _, e in tried])
-        candidates = [{"experts": [list(x) for x in a.experts], "text": a.signals.text, "confidence": c}
-                      for a, c, _ in tried]  # fmt: skip
-        reason = decision.reason
-        if len(tried) > 1:
-            reason += "; " + ", ".join(f"{'+'.join(n for n, _ in a.experts)} answered with confidence {c:.2f}"
-                                       for a, c, _ in tried)  # fmt: skip
-        flagged, route = False, "expert"
-        if chosen is None:
-            if self.config.integrator.on_low_confidence == "abstain" and not forced:
-                route = "abstain"
-                reason += f"; no expert answer reached the confidence floor {floor:.2f}: abstaining"
-            else:
-                chosen, flagged = (best_answer, best_conf, None), True
-                what = "the answer of the experts asked for" if forced else "the best one"
-                reason += f"; no expert answer reached the floor {floor:.2f}: {what} is returned, flagged"
-        if route == "abstain":
-            attribution = Attribution(route="abstain", base_confidence=decision.confidence, reason=reason,
-                                      cache=cache, strategy=best_answer.strategy,
-                                      expert_confidence={n: best_conf for n, _ in best_answer.experts})  # fmt: skip
-            return MoEOutput(prompt=prompt, text=self.config.integrator.abstain_text, route="abstain",
-                             confidence=decision.confidence, expert_confidence=best_conf, experts=[],
-                             attribution=attribution, cache=cache, reason=reason, flagged=True,
-                             base_text=getattr(base_signals, "text", None), candidates=candidates)  # fmt: skip
-        answer, conf, _ = chosen
-        pieces = token_pieces(self.base.tokenizer, answer.signals.token_ids)
-        from .integration.attribution import TokenAttribution
-
-        tokens = [TokenAttribution(p, t, dict(w)) for p, t, w in
-                  zip(pieces, answer.signals.token_ids, answer.token_weights, strict=True)]  # fmt: skip
-        attribution = Attribution(route="expert", tokens=tokens, base_confidence=decision.confidence,
-                                  expert_confidence={n: conf for n, _ in answer.experts}, reason=reason,
-                                  cache=cache, strategy=answer.strategy)  # fmt: skip
-        return MoEOutput(prompt=prompt, text=answer.signals.text, route="expert", confidence=decision.confidence,
-                         expert_confidence=conf, experts=list(answer.experts), attribution=attribution, cache=cache,
-                         reason=reason, flagged=flagged, base_text=getattr(base_signals, "text", None),
-                         candidates=candidates, signals=answer.signals)  # fmt: skip
+        return expert_output(prompt, decision, tried, floor, base_signals, self.base.tokenizer,
+                             self.config.integrator, forced=forced)  # fmt: skip
 
     def expert_confidence(self, answer: ExpertAnswer) -> float:
         """The answering experts' confidence in [0, 1]: the mean chosen-token log-probability of the
@@ -531,19 +484,8 @@ class AdaptiveMoE:
             self.gaps.record_decision(Query(prompt).text, decision, embedding=emb)
 
     def embed_queries(self, queries: Sequence[Query]):
-        """Query embeddings as the router matches them (``router.embedder``): the router's own ``embed``
-        when it has one, else the base's hidden states over the user's words or MiniLM."""
-        if hasattr(self.router, "embed"):
-            return self.router.embed(list(queries))
-        import numpy as np
-
-        if self.config.router.embedder == "base":
-            return np.stack([np.asarray(q.view.query_hidden, dtype=np.float32) for q in queries])
-        from .routing.encoders import make_embedder
-
-        if getattr(self, "_embedder", None) is None:
-            self._embedder = make_embedder(self.config.router.embedder, self.base)
-        return np.asarray(self._embedder.encode([q.text for q in queries]), dtype=np.float32)
+        """Query embeddings as the router matches them (:meth:`~adaptive_moe.routing.Router.embed`)."""
+        return self.router.embed(list(queries))
 
     def close(self) -> None:
         """Unload every expert from the base (so other code can attach adapters to it) and close the gap
@@ -567,64 +509,6 @@ class AdaptiveMoE:
                 f"router={type(self.router).__name__}, integrator={self.config.integrator.strategy!r})")  # fmt: skip
 
 
-class MoEStream:
-    """Iterates over the text of one answer as it is generated; ``.output`` holds the
-    :class:`MoEOutput` once the iteration ends (see :meth:`AdaptiveMoE.stream`). Breaking out of the
-    loop early does not stop the generation under way; it finishes in the background."""
-
-    def __init__(self, moe: AdaptiveMoE, prompt: Any, generation) -> None:
-        self.moe, self.prompt, self.generation = moe, prompt, generation
-        self.output: MoEOutput | None = None
-        self._error: BaseException | None = None
-
-    def __iter__(self) -> Iterator[str]:
-        import threading
-
-        streamer = _FirstRowStreamer(self.moe.base.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
-
-        def work() -> None:
-            try:
-                with self.moe.base.lock:
-                    self.output = self.moe._answer([self.prompt], self.generation, None, stream=streamer)[0]
-            except BaseException as e:  # noqa: BLE001 - re-raised in the consuming thread
-                self._error = e
-            finally:
-                streamer.end()
-
-        thread = threading.Thread(target=work, name="adaptive_moe-stream", daemon=True)
-        thread.start()
-        for piece in streamer:
-            if piece:
-                yield piece
-        thread.join()
-        if self._error is not None:
-            raise self._error
-        if self.output is not None and not streamer.streamed_any and self.output.text:
-            yield self.output.text  # no streamed generation chose the text (a post-mode base answer, an abstention)
-
-
-def _first_row_streamer_class():
-    from transformers import TextIteratorStreamer
-
-    class FirstRowStreamer(TextIteratorStreamer):
-        """A text streamer that follows the first row of a batch (a mixture's rows carry the same tokens)."""
-
-        streamed_any = False
-
-        def put(self, value):
-            if value.dim() > 1:
-                value = value[:1]
-            if not self.next_tokens_are_prompt:
-                self.streamed_any = True
-            super().put(value)
-
-    return FirstRowStreamer
-
-
-def _FirstRowStreamer(*args: Any, **kwargs: Any):  # a class made lazily: transformers is imported on first use
-    return _first_row_streamer_class()(*args, **kwargs)
-
-
 def _forced_decision(d: RouteDecision, experts: list[tuple[str, float]]) -> RouteDecision:
     names = ", ".join(n for n, _ in experts)
     return RouteDecision("expert", d.confidence, list(experts), reason=f"experts chosen by the caller: {names}",
@@ -638,15 +522,3 @@ def _timed(timings: dict[str, float], key: str):
         yield
     finally:
         timings[key] = timings.get(key, 0.0) + (time.perf_counter() - t) * 1000
-
-
-def _cache_events(stats) -> dict[str, int]:
-    return {"hits": stats.hits, "misses": stats.misses, "evictions": stats.evictions, "hotswaps": stats.hotswaps}
-
-
-def _sum_cache(events: list[dict[str, int]]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for e in events:
-        for k, v in e.items():
-            out[k] = out.get(k, 0) + v
-    return out

@@ -6,7 +6,7 @@ import html
 from dataclasses import dataclass, field
 from typing import Any
 
-from .integration.attribution import Attribution
+from .integration.attribution import BASE, Attribution, TokenAttribution, token_pieces
 
 
 @dataclass
@@ -90,3 +90,74 @@ class MoEOutput:
     def _repr_html_(self) -> str:
         return (f'<div style="margin-bottom:4px;color:#666;font-size:smaller">{html.escape(self._head())}</div>'
                 f"{self.attribution._repr_html_()}")  # fmt: skip
+
+
+def base_output(prompt: Any, decision: Any, signals: Any, tokenizer: Any) -> MoEOutput:
+    """The output of a query answered by the base (route ``base`` or ``gap``), attributed 100% to the base."""
+    flagged = decision.route == "gap"
+    reason = decision.reason + ("; the base answer is returned, flagged, and the query logged as a gap"
+                                if flagged else "")  # fmt: skip
+    attribution = Attribution.single(BASE, tokenizer, signals.token_ids, route=decision.route,
+                                     base_confidence=decision.confidence, reason=reason)  # fmt: skip
+    return MoEOutput(prompt=prompt, text=signals.text, route=decision.route, confidence=decision.confidence,
+                     expert_confidence=None, experts=[], attribution=attribution, reason=reason,
+                     flagged=flagged, base_text=signals.text, signals=signals)  # fmt: skip
+
+
+def expert_output(prompt: Any, decision: Any, tried: list, floor: float, base_signals: Any, tokenizer: Any,
+                  integrator: Any, forced: bool = False) -> MoEOutput:  # fmt: skip
+    """The output of a query sent to experts: ``tried`` holds ``(answer, confidence, cache events)`` of each
+    expert answer in the order asked; the first at or above ``floor`` is chosen, else the system abstains
+    (``integrator.on_low_confidence: abstain``) or returns the best one, flagged."""
+    best_answer, best_conf, _ = max(tried, key=lambda t: t[1])
+    chosen = next(((a, c, e) for a, c, e in tried if c >= floor), None)
+    cache = sum_cache([e for _, _, e in tried])
+    candidates = [{"experts": [list(x) for x in a.experts], "text": a.signals.text, "confidence": c}
+                  for a, c, _ in tried]  # fmt: skip
+    reason = decision.reason
+    if len(tried) > 1:
+        reason += "; " + ", ".join(f"{'+'.join(n for n, _ in a.experts)} answered with confidence {c:.2f}"
+                                   for a, c, _ in tried)  # fmt: skip
+    flagged, route = False, "expert"
+    if chosen is None:
+        if integrator.on_low_confidence == "abstain" and not forced:
+            route = "abstain"
+            reason += f"; no expert answer reached the confidence floor {floor:.2f}: abstaining"
+        else:
+            chosen, flagged = (best_answer, best_conf, None), True
+            what = "the answer of the experts asked for" if forced else "the best one"
+            reason += f"; no expert answer reached the floor {floor:.2f}: {what} is returned, flagged"
+    if route == "abstain":
+        attribution = Attribution(route="abstain", base_confidence=decision.confidence, reason=reason,
+                                  cache=cache, strategy=best_answer.strategy,
+                                  expert_confidence={n: best_conf for n, _ in best_answer.experts})  # fmt: skip
+        return MoEOutput(prompt=prompt, text=integrator.abstain_text, route="abstain",
+                         confidence=decision.confidence, expert_confidence=best_conf, experts=[],
+                         attribution=attribution, cache=cache, reason=reason, flagged=True,
+                         base_text=getattr(base_signals, "text", None), candidates=candidates)  # fmt: skip
+    answer, conf, _ = chosen
+    pieces = token_pieces(tokenizer, answer.signals.token_ids)
+
+    tokens = [TokenAttribution(p, t, dict(w)) for p, t, w in
+              zip(pieces, answer.signals.token_ids, answer.token_weights, strict=True)]  # fmt: skip
+    attribution = Attribution(route="expert", tokens=tokens, base_confidence=decision.confidence,
+                              expert_confidence={n: conf for n, _ in answer.experts}, reason=reason,
+                              cache=cache, strategy=answer.strategy)  # fmt: skip
+    return MoEOutput(prompt=prompt, text=answer.signals.text, route="expert", confidence=decision.confidence,
+                     expert_confidence=conf, experts=list(answer.experts), attribution=attribution, cache=cache,
+                     reason=reason, flagged=flagged, base_text=getattr(base_signals, "text", None),
+                     candidates=candidates, signals=answer.signals)  # fmt: skip
+
+
+def cache_events(stats: Any) -> dict[str, int]:
+    """The pool's cache events in a :class:`~adaptive_moe.experts.PoolStats` difference, as a dict."""
+    return {"hits": stats.hits, "misses": stats.misses, "evictions": stats.evictions, "hotswaps": stats.hotswaps}
+
+
+def sum_cache(events: list[dict[str, int]]) -> dict[str, int]:
+    """Cache events of several answers, added up."""
+    out: dict[str, int] = {}
+    for e in events:
+        for k, v in e.items():
+            out[k] = out.get(k, 0) + v
+    return out

@@ -17,20 +17,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
+if not __package__:  # run as `python benchmarks/bench_creation.py`: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
 import torch
-from _report import pyplot, write_json_and_markdown
 
 from adaptive_moe import AdaptiveMoE, AdaptiveMoEConfig, load_base_model
 from adaptive_moe.creation import make_synthetic_domain
-from adaptive_moe.creation.scoring import get_scorer
 from adaptive_moe.demo import demo_document, demo_questions
+from adaptive_moe.evaluation.scoring import get_scorer
+from benchmarks.common import command_line, machine_info, pyplot, write_json_and_markdown
 
 
 def run_case(base, workdir: Path, name: str, **create_kwargs) -> dict:
@@ -83,9 +85,8 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
-                    "torch": torch.__version__, "loadavg": os.getloadavg()},
-        "command": "python benchmarks/bench_creation.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine_info(args.threads),
+        "command": command_line(__file__, argv),
         "synthetic": synthetic,
         "prose": prose,
     }  # fmt: skip
@@ -126,7 +127,7 @@ def _case_lines(title: str, c: dict) -> list[str]:
 def write_report(r: dict, out: Path) -> None:
     lines = ["# Expert-creation benchmark", "",
              f"Machine: {r['machine']['platform']}, {r['machine']['cpus']} CPUs, {r['machine']['threads']} torch "
-             f"threads, torch {r['machine']['torch']}; load average at end {r['machine']['loadavg'][0]:.2f}.",
+             f"threads, torch {r['machine']['torch']}; load average at start {r['machine']['loadavg_start'][0]:.2f}.",
              f"Command: `{r['command']}`", ""]  # fmt: skip
     lines += _case_lines("Synthetic domain: 40 invented people, test questions worded unlike training", r["synthetic"])
     p = r["prose"]

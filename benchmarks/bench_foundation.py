@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
+if not __package__:  # run as `python benchmarks/bench_foundation.py`: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
 import torch
-from _report import pyplot, write_json_and_markdown
 
 from adaptive_moe import load_base_model
 from adaptive_moe.config import GenerationConfig
 from adaptive_moe.model.bundled import embedded_checkpoint, find_gguf
 from adaptive_moe.model.generation import build_generate_kwargs, encode_prompts
+from benchmarks.common import machine_info, pyplot, timed, write_json_and_markdown
 
 LONG_PROMPT = "Write a short story about a lighthouse keeper and a storm."  # runs to max_new_tokens
 PROMPTS = [
@@ -40,12 +42,6 @@ PROMPTS = [
 ]
 
 
-def _timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t, out
-
-
 def bench_load(gguf_rounds: int, rounds: int) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -53,7 +49,7 @@ def bench_load(gguf_rounds: int, rounds: int) -> dict:
     gguf = find_gguf()
     gguf_times, conv_times = [], []
     for _ in range(gguf_rounds):
-        dt, _ = _timed(
+        dt, _ = timed(
             lambda: (
                 AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name),
                 AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name),
@@ -61,7 +57,7 @@ def bench_load(gguf_rounds: int, rounds: int) -> dict:
         )
         gguf_times.append(dt)
     for _ in range(rounds):
-        dt, _ = _timed(lambda: load_base_model(device="cpu"))
+        dt, _ = timed(lambda: load_base_model(device="cpu"))
         conv_times.append(dt)
     g, c = statistics.median(gguf_times), statistics.median(conv_times)
     return {
@@ -102,7 +98,7 @@ def bench_generation(base, rounds: int, max_new_tokens: int, threads: list[int],
                     {"threads": n_threads, "batch": bs, "plain_s": [], "signals_s": [], "tokens": None},
                 )
                 for name, fn in order:
-                    dt, out = _timed(fn)
+                    dt, out = timed(fn)
                     cell[f"{name}_s"].append(dt)
                     if name == "plain":
                         new = out[:, batch["input_ids"].shape[1] :]
@@ -119,21 +115,6 @@ def bench_generation(base, rounds: int, max_new_tokens: int, threads: list[int],
         cell["signals_median_s"] = statistics.median(cell["signals_s"])
         cell["plain_tokens_per_s"] = cell["tokens"] / cell["plain_median_s"]
     return cells
-
-
-def machine_info() -> dict:
-    import transformers
-
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "cuda": torch.cuda.is_available(),
-        "loadavg_start": os.getloadavg(),
-    }
 
 
 def write_report(result: dict, out: Path) -> None:

@@ -34,20 +34,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+if not __package__:  # run as `python benchmarks/bench_moe.py`: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
 import torch
-from _report import pyplot, write_json_and_markdown
 
 from adaptive_moe import AdaptiveMoE, AdaptiveMoEConfig, load_base_model
 from adaptive_moe.model.generation import build_generate_kwargs, encode_prompts
 from adaptive_moe.routing import Router, RouteScores, register_router
 from adaptive_moe.testing import make_random_adapter
+from benchmarks.common import machine_info, pyplot, timed, write_json_and_markdown
 
 PROMPTS = [  # general questions whose answers run well past 24 tokens
     "Explain how photosynthesis works in plants.",
@@ -130,19 +133,6 @@ class FixedRouter(Router):
     def score(self, query):
         conf, scores = self.table.get(query.text, self.default)
         return RouteScores(conf, dict(scores))
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def timed(fn):
-    _sync()
-    t = time.perf_counter()
-    out = fn()
-    _sync()
-    return time.perf_counter() - t, out
 
 
 def facade_steps(signals, max_new: int) -> int:
@@ -374,19 +364,6 @@ def adapter_effect(warm: dict) -> dict:
             out[name] = {"differ": sum(differ), "prompts": len(differ),
                          "tokens_differ": sum(a != b for a, b in zip(ids, base_ids, strict=True))}  # fmt: skip
     return out
-
-
-def machine_info(threads: int) -> dict:
-    import peft
-    import transformers
-
-    return {
-        "python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(), "threads": threads,
-        "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-        "transformers": transformers.__version__, "peft": peft.__version__, "cuda": torch.cuda.is_available(),
-        "loadavg_start": os.getloadavg(),
-    }  # fmt: skip
 
 
 def write_report(result: dict, out: Path) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -31,14 +30,18 @@ import time
 import warnings
 from pathlib import Path
 
+if not __package__:  # run as `python benchmarks/bench_pool.py`: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
 import numpy as np
 import torch
-from _report import pyplot, write_json_and_markdown
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 
 from adaptive_moe import load_base_model
 from adaptive_moe.experts import ExpertPool, ExpertRegistry
+from benchmarks.common import machine_info, pyplot, write_json_and_markdown
 
 PROBE = "Explain in one short paragraph why the sky looks blue during the day but red at sunset."
 WEIGHTS = "adapter_model.safetensors"
@@ -217,19 +220,6 @@ def bench_resident(base, registry, max_capacity: int) -> dict:
         "all_cleared": all(r["cleared_bytes"] == 0 and r["host_gone"] for r in rows),
         "rows": rows,
     }
-
-
-def machine_info(threads: int) -> dict:
-    import peft
-    import safetensors
-    import transformers
-
-    return {
-        "python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(), "threads": threads, "torch": torch.__version__,
-        "transformers": transformers.__version__, "peft": peft.__version__, "safetensors": safetensors.__version__,
-        "numpy": np.__version__, "cuda": torch.cuda.is_available(), "loadavg_start": os.getloadavg(),
-    }  # fmt: skip
 
 
 def write_report(result: dict, out: Path) -> None:

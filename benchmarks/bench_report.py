@@ -5,7 +5,7 @@ system with select and mixture, oracle routing), RouteLLM's APGR and the share r
 the gain, paired flips per domain; AUROC / PRR of the uncertainty estimators with risk-coverage curves;
 the latency ratios of bench_moe.py / bench_pool.py (read, not re-run); peak RSS with 50 registered
 experts against the base alone and against plain PEFT. The orchestration lives in
-``adaptive_moe.benchmarking`` (its docstring says what each arm does); ``adaptive-moe bench`` runs the same.
+``benchmarks/report/`` (its docstring says what each arm does); ``adaptive-moe bench`` runs the same.
 
     python benchmarks/bench_report.py                 # the full report (about 1.5 h on 2 CPU cores)
     python benchmarks/bench_report.py --entities 4 --general 60 --skip-memory   # a quicker look
@@ -17,8 +17,13 @@ Writes ``report.md``, ``report.json`` and ``report_*.png`` under ``--out`` (defa
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-from adaptive_moe.benchmarking import main
+if not __package__:  # run as `python benchmarks/bench_report.py`: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+from benchmarks.report import main
 
 if __name__ == "__main__":
     sys.exit(main())

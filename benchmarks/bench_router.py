@@ -19,12 +19,16 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
+if not __package__:  # run as `python benchmarks/bench_router.py`: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
 import numpy as np
 import torch
-from _report import write_json_and_markdown
 
 from adaptive_moe import load_base_model
 from adaptive_moe.config import GenerationConfig, RouterConfig
@@ -34,6 +38,7 @@ from adaptive_moe.model.generation import decoder_layers
 from adaptive_moe.routing import Query, label_base_answers, signals_from_row, split_dataset, train_router
 from adaptive_moe.routing.evaluation import evaluate_router
 from adaptive_moe.uncertainty import PlattCalibrator, threshold_for_share
+from benchmarks.common import write_json_and_markdown
 
 EXPERT_KINDS = ("people", "companies", "places")
 UNCOVERED_KIND = "products"

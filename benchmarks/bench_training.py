@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+if not __package__:  # run as `python benchmarks/bench_training.py`: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
 import torch
-from _report import pyplot, write_json_and_markdown
 from transformers import TrainerCallback
 
 from adaptive_moe import load_base_model
@@ -32,6 +33,7 @@ from adaptive_moe.creation import (
     paired_comparison,
     train_lora,
 )
+from benchmarks.common import command_line, machine_info, pyplot, write_json_and_markdown
 
 
 class CurveCallback(TrainerCallback):
@@ -111,9 +113,8 @@ def main(argv=None) -> int:
         expert_general = evaluate_qa(base, general, adapter=adapter)
     train_seconds = record["seconds"] - cb.paused
     result = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "threads": args.threads, "loadavg": os.getloadavg()},
-        "command": "python benchmarks/bench_training.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine_info(args.threads),
+        "command": command_line(__file__, argv),
         "domain": {"kind": args.kind, "entities": args.entities, "facts": len(dom.facts()),
                    "training_examples": len(data), "data": args.data, "test_questions": len(dom.test_qa),
                    "chance_baseline": dom.chance_baseline()},
@@ -143,7 +144,7 @@ def write_report(r: dict, out: Path) -> None:
         "# Training-core benchmark",
         "",
         f"Machine: {r['machine']['platform']}, {r['machine']['cpus']} CPUs, {r['machine']['threads']} torch threads, "
-        f"torch {r['machine']['torch']}; load average at end {r['machine']['loadavg'][0]:.2f}.",
+        f"torch {r['machine']['torch']}; load average at start {r['machine']['loadavg_start'][0]:.2f}.",
         f"Command: `{r['command']}`",
         "",
         f"Domain: {r['domain']['entities']} invented {r['domain']['kind']}, {r['domain']['facts']} facts, "

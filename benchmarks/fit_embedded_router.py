@@ -20,9 +20,12 @@ import shutil
 import sys
 from pathlib import Path
 
+if not __package__:  # run as `python benchmarks/fit_embedded_router.py`: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
 import numpy as np
 import torch
-from _report import write_json_and_markdown
 
 from adaptive_moe import load_base_model
 from adaptive_moe.config import GenerationConfig, RouterConfig
@@ -32,6 +35,7 @@ from adaptive_moe.routing import label_base_answers, train_router
 from adaptive_moe.routing.bundled import EMBEDDED_ROUTER_DIR
 from adaptive_moe.routing.evaluation import evaluate_router
 from adaptive_moe.routing.training import embed_questions
+from benchmarks.common import write_json_and_markdown
 
 
 def data(entities: int, seed: int, split: str, general_part: slice):

@@ -1,8 +1,8 @@
 """Expert creation: synthetic knowledge, general check set, scoring, LoRA training."""
 
+from ..evaluation.scoring import AnswerScorer, get_scorer, register_scorer
 from .evaluation import QAEvaluation, evaluate_qa, paired_comparison
 from .general import general_knowledge_questions
-from .scoring import AnswerScorer, get_scorer, register_scorer
 from .synthetic import QA, SYNTHETIC_KINDS, SyntheticDomain, make_synthetic_domain
 from .training import train_lora
 

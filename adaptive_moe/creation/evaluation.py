@@ -11,8 +11,8 @@ from typing import Any
 
 from ..config import GenerationConfig
 from ..errors import InvalidInputError
+from ..evaluation.scoring import get_scorer
 from ..model.adapters import attached_adapter
-from .scoring import get_scorer
 
 
 @dataclass

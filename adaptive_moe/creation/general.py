@@ -3,7 +3,7 @@
 It measures what experts and routing do to the base's own knowledge: score the base on it, force an
 expert on, score again, and compare the two paired answer lists. About 200 questions, written for this
 project, in six topics; each has a short gold answer and aliases, scorable with the ``"contains"``
-scorer (see :mod:`adaptive_moe.creation.scoring`). The data ships as
+scorer (see :mod:`adaptive_moe.evaluation.scoring`). The data ships as
 ``adaptive_moe/data/general_knowledge.jsonl``, one ``{"question", "answers", "topic"}`` object a line.
 """
 

@@ -43,6 +43,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
+from ..evaluation.scoring import normalize_answer
 from .qa_parse import (
     _AGENT_NOUNS,
     _AS_VERBS,
@@ -112,7 +113,6 @@ from .qa_parse import (
     join_tokens,
     tokenize,
 )
-from .scoring import normalize_answer
 
 __all__ = ["MAX_ANSWER_WORDS", "Fact", "SentenceFacts", "extract_facts", "join_tokens", "tokenize"]
 

@@ -23,7 +23,7 @@ from ..errors import (
 )
 from ..model.adapters import check_adapter_folder
 from ..model.generation import Prompt, normalize_prompts
-from ..utils.registry import lookup_class, register_class
+from ..utils.registry import Registry
 from .card import ExpertCard
 from .host import AdapterHost
 
@@ -316,14 +316,16 @@ class LoRAExpert(Expert):
             return self.base.generate_with_signals(prompts, gen)
 
 
-_KINDS: dict[str, type[Expert]] = {"lora": LoRAExpert}
+EXPERT_KINDS: Registry[type[Expert]] = Registry("expert kind", Expert, key="kind")
+EXPERT_KINDS.register(LoRAExpert)
 
 
-def register_expert_kind(cls: type[Expert]) -> type[Expert]:
+def register_expert_kind(cls: type[Expert], *, overwrite: bool = False) -> type[Expert]:
     """Register an :class:`Expert` subclass under its ``kind`` so registries can load it (usable as a
-    class decorator)."""
-    return register_class(_KINDS, cls, Expert, "kind", "expert")
+    class decorator); see :meth:`~adaptive_moe.utils.registry.Registry.register`."""
+    return EXPERT_KINDS.register(cls, overwrite=overwrite)
 
 
 def expert_class(kind: str) -> type[Expert]:
-    return lookup_class(_KINDS, kind, "expert kind")
+    """The expert class registered for ``kind``."""
+    return EXPERT_KINDS.get(kind)

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from ..config import GenerationConfig, IntegratorConfig
 from ..errors import InvalidInputError
-from ..utils.registry import lookup_class, register_class
+from ..utils.registry import Registry
 
 
 @dataclass
@@ -85,17 +85,20 @@ def check_experts(experts: Sequence[tuple[str, float]]) -> list[tuple[str, float
     return [(n, w / total) for n, w in experts]
 
 
-_INTEGRATORS: dict[str, type[Integrator]] = {}
+INTEGRATORS: Registry[type[Integrator]] = Registry("integrator", Integrator)
 
 
-def register_integrator(cls: type[Integrator]) -> type[Integrator]:
-    """Register an integrator class under its ``name`` (usable as a class decorator)."""
-    return register_class(_INTEGRATORS, cls, Integrator, "name", "integrator")
+def register_integrator(cls: type[Integrator], *, overwrite: bool = False) -> type[Integrator]:
+    """Register an integrator class under its ``name`` (usable as a class decorator); see
+    :meth:`~adaptive_moe.utils.registry.Registry.register`."""
+    return INTEGRATORS.register(cls, overwrite=overwrite)
 
 
 def integrator_class(name: str) -> type[Integrator]:
-    return lookup_class(_INTEGRATORS, name, "integrator")
+    """The integrator class registered as ``name``."""
+    return INTEGRATORS.get(name)
 
 
 def list_integrators() -> list[str]:
-    return sorted(_INTEGRATORS)
+    """Names of the registered integrators, sorted."""
+    return INTEGRATORS.names()

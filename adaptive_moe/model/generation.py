@@ -14,21 +14,38 @@ import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Protocol, Union
 
 import torch
 
-from ..config import GenerationConfig
+from ..config import GenerationConfig, ModelConfig
 from ..errors import ConfigError, InvalidInputError
-
-if TYPE_CHECKING:
-    from .loading import BaseModel
 
 logger = logging.getLogger(__name__)
 
 Message = dict[str, str]
 Prompt = Union[str, list[Message]]  # noqa: UP007 - a runtime alias used in annotations on 3.10+
 _ROLES = ("system", "user", "assistant")
+
+
+class LanguageModel(Protocol):
+    """What generation needs of a base model. :class:`~adaptive_moe.model.loading.BaseModel` is the one the
+    loader builds; generation works on anything shaped like it (loading builds the object, this module works
+    on it, so neither imports the other's internals)."""
+
+    model: Any
+    tokenizer: Any
+    config: ModelConfig
+    lock: Any
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def context_length(self) -> int | None: ...
+
+    @property
+    def has_chat_template(self) -> bool: ...
 
 
 @dataclass
@@ -128,7 +145,7 @@ def _check_prompt(prompt: Any, index: int) -> Prompt:
     )
 
 
-def render_prompt(base: BaseModel, prompt: Prompt, generation: GenerationConfig) -> str:
+def render_prompt(base: LanguageModel, prompt: Prompt, generation: GenerationConfig) -> str:
     """The prompt as the model sees it: through the chat template when the model has one."""
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
     if generation.system_prompt and messages[0]["role"] != "system":
@@ -170,7 +187,7 @@ def _query_token_mask(tok, text: str, query: str, n_ids: int) -> list[int]:
 
 
 def encode_prompts(
-    base: BaseModel, prompts: list[Prompt], generation: GenerationConfig, *, query_mask: bool = False
+    base: LanguageModel, prompts: list[Prompt], generation: GenerationConfig, *, query_mask: bool = False
 ) -> tuple[dict[str, torch.Tensor], list[bool]]:
     """Tokenize, truncate from the left per config, and left-pad into one batch. With ``query_mask``
     the batch also holds ``"query_mask"``: 1 on the tokens of each prompt's (last) user message."""
@@ -212,7 +229,7 @@ def encode_prompts(
 
 
 # -- generation -----------------------------------------------------------------------------------
-def build_generate_kwargs(base: BaseModel, generation: GenerationConfig) -> dict[str, Any]:
+def build_generate_kwargs(base: LanguageModel, generation: GenerationConfig) -> dict[str, Any]:
     """Keyword arguments for ``model.generate`` from our config (ours override the model's defaults)."""
     gen = base.model.generation_config
     kwargs: dict[str, Any] = {
@@ -306,7 +323,7 @@ def _seeded(seed: int | None, device: torch.device):
 
 
 def generate_with_signals(
-    base: BaseModel,
+    base: LanguageModel,
     prompts: Any,
     generation: GenerationConfig | None = None,
     *,
@@ -354,7 +371,7 @@ def streaming(streamer: Any):
 
 @torch.inference_mode()
 def _generate_batch(
-    base: BaseModel,
+    base: LanguageModel,
     prompts: list[Prompt],
     generation: GenerationConfig,
     generate_fn: Any = None,
@@ -445,7 +462,7 @@ class PromptStates:
 
 @torch.inference_mode()
 def encode_prompt_states(
-    base: BaseModel,
+    base: LanguageModel,
     prompts: Any,
     generation: GenerationConfig | None = None,
     *,

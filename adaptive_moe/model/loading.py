@@ -11,7 +11,7 @@ import logging
 import threading
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -25,9 +25,7 @@ from ..errors import (
     missing_dependency,
 )
 from ..utils.io import memoized_sha256, sha256_file
-
-if TYPE_CHECKING:
-    from .generation import GenerationSignals, Prompt
+from .generation import GenerationSignals, Prompt, encode_prompt_states, generate_with_signals
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +116,6 @@ class BaseModel:
         ``generate_fn``, ``logits_processor`` and ``streamer`` are for integrators (see
         :func:`~adaptive_moe.model.generation.generate_with_signals`).
         """
-        from .generation import generate_with_signals
-
         with self.lock:
             return generate_with_signals(self, prompts, generation, generate_fn=generate_fn,
                                          logits_processor=logits_processor, streamer=streamer,
@@ -131,8 +127,6 @@ class BaseModel:
         """The prompts' hidden states from one forward pass, without generating (what a ``pre``
         routing decision needs): a list of :class:`~adaptive_moe.model.generation.PromptStates`.
         ``layers``: run only the first that many decoder blocks (a shallow pass; None: all)."""
-        from .generation import encode_prompt_states
-
         return encode_prompt_states(self, prompts, generation, layers=layers, **overrides)
 
     def __repr__(self) -> str:

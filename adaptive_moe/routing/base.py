@@ -10,11 +10,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
 
 from ..config import RouterConfig
-from ..errors import InvalidInputError
-from ..utils.registry import lookup_class, register_class
+from ..errors import InvalidInputError, ModelNotFoundError
+from ..utils.registry import Registry
+
+if TYPE_CHECKING:
+    from .matching import ExpertMatcher
 
 ROUTES = ("base", "expert", "gap", "abstain")
 
@@ -98,17 +104,89 @@ class RouteDecision:
 
 class Router(ABC):
     """Base class of routers. Subclass it, implement :meth:`score`, and :func:`register_router` it to
-    select it by name (``router.name`` is the registry key)."""
+    select it by name (``router.name`` is the registry key).
+
+    What the facade (:class:`~adaptive_moe.AdaptiveMoE`) asks of a router, each with a default here, so a
+    subclass overrides only what it does differently:
+
+    - :meth:`score` (required) and :meth:`route` / :meth:`route_batch`: the decision;
+    - :attr:`matcher`, :attr:`learns_experts`, :meth:`add_expert`, :meth:`remove_expert`, :attr:`experts`:
+      how the router learns which queries an expert covers (by default, embeddings of example questions
+      in an :class:`~adaptive_moe.routing.matching.ExpertMatcher`; a router without one ignores them);
+    - :meth:`embed`: the query embeddings matching and gap analysis use (``config.embedder``);
+    - :meth:`save` / :meth:`load`: persistence in the workspace (by default nothing is saved and the facade
+      builds a new router from the config at each start).
+    """
 
     name: ClassVar[str] = ""
+    #: the expert matcher that :meth:`add_expert` fills (``None``: this router knows its experts otherwise)
+    matcher: ExpertMatcher | None = None
 
-    def __init__(self, config: RouterConfig | None = None) -> None:
+    def __init__(self, config: RouterConfig | None = None, *, embedder: Any = None) -> None:
         self.config = config or RouterConfig()
         self.config.validate()
+        self._embedder = embedder
 
     @property
     def mode(self) -> str:
+        """``"post"`` (decide after the base answered) or ``"pre"`` (from the prompt alone)."""
         return self.config.mode
+
+    # -- experts -------------------------------------------------------------------------------------
+    @property
+    def learns_experts(self) -> bool:
+        """Whether :meth:`add_expert` uses example embeddings (true when the router has a matcher); the
+        facade embeds an expert's example questions only for a router that does."""
+        return self.matcher is not None
+
+    @property
+    def experts(self) -> list[str]:
+        """Names of the experts the router can send queries to."""
+        return self.matcher.experts if self.matcher is not None else []
+
+    def add_expert(self, name: str, example_embeddings: Any) -> None:
+        """Learn that expert ``name`` covers queries like these (rows from :meth:`embed`)."""
+        if self.matcher is not None:
+            self.matcher.add(name, example_embeddings)
+
+    def remove_expert(self, name: str) -> None:
+        """Forget expert ``name``."""
+        if self.matcher is not None and name in self.matcher.experts:
+            self.matcher.remove(name)
+
+    def embed(self, queries: Sequence[Query]) -> np.ndarray:
+        """Query embeddings for matching, one row per query: the base's hidden states over the user's words
+        (``config.embedder: base``) or the text encoder ``config.embedder`` names (MiniLM by default)."""
+        queries = list(queries)
+        if self.config.embedder == "base":
+            rows = []
+            for q in queries:
+                hidden = getattr(q.view, "query_hidden", None)
+                if hidden is None:
+                    raise InvalidInputError("the router needs the base's signals or prompt states for each query")
+                rows.append(np.asarray(hidden, dtype=np.float32))
+            return np.stack(rows)
+        return np.asarray(self.embedder.encode([q.text for q in queries]), dtype=np.float32)
+
+    @property
+    def embedder(self) -> Any:
+        """The text encoder ``config.embedder`` names, made on first use."""
+        if self._embedder is None:
+            from .encoders import make_embedder
+
+            self._embedder = make_embedder(self.config.embedder)
+        return self._embedder
+
+    # -- persistence ---------------------------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path | None:
+        """Write the router to ``folder`` so :meth:`load` reads it back; returns the folder, or ``None``
+        when the router keeps no state worth saving (the default)."""
+        return None
+
+    @classmethod
+    def load(cls, folder: str | Path, **kwargs: Any) -> Router:
+        """Read a router written by :meth:`save`; routers that save nothing cannot be loaded."""
+        raise ModelNotFoundError(f"{cls.__name__} saves no state, so there is nothing to load from {str(folder)!r}")
 
     @abstractmethod
     def score(self, query: Query) -> RouteScores:
@@ -142,20 +220,24 @@ class Router(ABC):
         return RouteDecision("gap", reason=f"{low}{near}", **common)
 
     def route_batch(self, queries: Sequence[Query]) -> list[RouteDecision]:
+        """:meth:`route` for each query (override to decide a batch at once)."""
         return [self.route(q) for q in queries]
 
 
-_ROUTERS: dict[str, type[Router]] = {}
+ROUTERS: Registry[type[Router]] = Registry("router", Router)
 
 
-def register_router(cls: type[Router]) -> type[Router]:
-    """Register a router class under its ``name`` (usable as a class decorator)."""
-    return register_class(_ROUTERS, cls, Router, "name", "router")
+def register_router(cls: type[Router], *, overwrite: bool = False) -> type[Router]:
+    """Register a router class under its ``name`` (usable as a class decorator); see
+    :meth:`~adaptive_moe.utils.registry.Registry.register`."""
+    return ROUTERS.register(cls, overwrite=overwrite)
 
 
 def router_class(name: str) -> type[Router]:
-    return lookup_class(_ROUTERS, name, "router")
+    """The router class registered as ``name``."""
+    return ROUTERS.get(name)
 
 
 def list_routers() -> list[str]:
-    return sorted(_ROUTERS)
+    """Names of the registered routers, sorted."""
+    return ROUTERS.names()

@@ -34,8 +34,8 @@ from ..errors import (
     InvalidInputError,
     MissingDependencyError,
     ModelNotFoundError,
-    UnknownNameError,
 )
+from ..utils.registry import Registry
 
 if TYPE_CHECKING:
     from ..model.loading import BaseModel
@@ -347,30 +347,19 @@ def _decoder_output_dim(model) -> int:
 # -- registry ---------------------------------------------------------------------------------------
 EmbedderFactory = Callable[..., Embedder]
 #: name -> factory ``(base=None, **options) -> Embedder``; fill it with :func:`register_embedder`.
-EMBEDDERS: dict[str, EmbedderFactory] = {}
+EMBEDDERS: Registry[EmbedderFactory] = Registry("embedder")
 
 
-def register_embedder(name: str, factory: EmbedderFactory, *, replace: bool = False) -> EmbedderFactory:
-    """Register ``factory(base=None, **options) -> Embedder`` under ``name`` (a short identifier).
-    Registering a taken name is an error unless ``replace``. Returns ``factory``."""
-    if not isinstance(name, str) or not name.isidentifier():
-        raise ConfigError(f"embedder names are short identifiers such as 'minilm', got {name!r}")
-    if not callable(factory):
-        raise ConfigError(f"embedder {name!r}: factory must be callable, got {factory!r}")
-    if name in EMBEDDERS and EMBEDDERS[name] is not factory and not replace:
-        raise ConfigError(f"embedder {name!r} is already registered; pass replace=True to override it")
-    EMBEDDERS[name] = factory
-    return factory
+def register_embedder(name: str, factory: EmbedderFactory, *, overwrite: bool = False) -> EmbedderFactory:
+    """Register ``factory(base=None, **options) -> Embedder`` under ``name`` and return it; see
+    :meth:`~adaptive_moe.utils.registry.Registry.register` for the rules."""
+    return EMBEDDERS.register(factory, name, overwrite=overwrite)
 
 
 def make_embedder(name: str, base: BaseModel | None = None, **options: Any) -> Embedder:
     """Build the embedder registered as ``name``: ``"minilm"`` (the shared instance; option ``device``)
     or ``"base"`` (needs ``base``; option ``max_length``). Unknown names raise :class:`UnknownNameError`."""
-    try:
-        factory = EMBEDDERS[name]
-    except (KeyError, TypeError):
-        raise UnknownNameError("embedder", name, EMBEDDERS) from None
-    return factory(base=base, **options)
+    return EMBEDDERS.get(name)(base=base, **options)
 
 
 def _make_minilm(base: BaseModel | None = None, device: str | torch.device = "cpu") -> Embedder:

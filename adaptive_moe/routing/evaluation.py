@@ -25,9 +25,9 @@ import numpy as np
 
 from ..config import AdaptiveMoEConfig
 from ..errors import InvalidInputError
+from ..evaluation import metrics
 from ..uncertainty import get_estimator, list_estimators
 from ..utils.io import atomic_write_text
-from . import metrics
 from .base import Query
 from .training import GENERAL, label_base_answers, read_labelled_questions, signals_from_row, with_prompt_states
 

@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import ConfigError, InvalidInputError, UnknownNameError
+from ..errors import InvalidInputError, UnknownNameError
+from ..utils.registry import Registry
 
 
 def _as_matrix(embeddings: Any, what: str) -> np.ndarray:
@@ -227,24 +228,17 @@ class ClassifierMatcher(ExpertMatcher):
         return {"C": self.C}
 
 
-_MATCHERS: dict[str, type[ExpertMatcher]] = {
-    "centroid": CentroidMatcher,
-    "knn": KNNMatcher,
-    "classifier": ClassifierMatcher,
-}
+MATCHERS: Registry[type[ExpertMatcher]] = Registry("matcher", ExpertMatcher)
+for _cls in (CentroidMatcher, KNNMatcher, ClassifierMatcher):
+    MATCHERS.register(_cls)
 
 
-def register_matcher(cls: type[ExpertMatcher]) -> type[ExpertMatcher]:
-    """Register a matcher class under its ``name`` (usable as a class decorator)."""
-    if not (isinstance(cls, type) and issubclass(cls, ExpertMatcher)) or not str(cls.name).isidentifier():
-        raise ConfigError(f"register_matcher takes an ExpertMatcher subclass with an identifier name, got {cls!r}")
-    _MATCHERS[cls.name] = cls
-    return cls
+def register_matcher(cls: type[ExpertMatcher], *, overwrite: bool = False) -> type[ExpertMatcher]:
+    """Register a matcher class under its ``name`` (usable as a class decorator); see
+    :meth:`~adaptive_moe.utils.registry.Registry.register`."""
+    return MATCHERS.register(cls, overwrite=overwrite)
 
 
 def make_matcher(name: str, **settings: Any) -> ExpertMatcher:
-    try:
-        cls = _MATCHERS[name]
-    except (KeyError, TypeError):
-        raise UnknownNameError("matcher", str(name), _MATCHERS) from None
-    return cls(**settings)
+    """A new matcher of the class registered as ``name`` (``"knn"``, ``"centroid"``, ``"classifier"``, ...)."""
+    return MATCHERS.get(name)(**settings)

@@ -45,7 +45,7 @@ class UncertaintyRouter(Router):
         matcher: ExpertMatcher | None = None,
         embedder: Any = None,
     ) -> None:
-        super().__init__(config)
+        super().__init__(config, embedder=embedder)
         self.estimator = estimator or get_estimator(self.config.estimator)
         if self.config.mode == "pre" and self.estimator.needs_answer:
             raise ConfigError(
@@ -54,7 +54,6 @@ class UncertaintyRouter(Router):
             )
         self.calibrator = calibrator
         self.matcher = matcher or make_matcher(self.config.matcher)
-        self._embedder = embedder
 
     # -- scoring -----------------------------------------------------------------------------------
     def confidence(self, raw: np.ndarray) -> np.ndarray:
@@ -64,27 +63,8 @@ class UncertaintyRouter(Router):
             return np.clip(np.asarray(self.calibrator(raw), dtype=np.float64), 0.0, 1.0)
         return np.clip(self.estimator.to_confidence(raw), 0.0, 1.0)
 
-    def embed(self, queries: list[Query]) -> np.ndarray:
-        """Query embeddings for matching: the base's hidden states over the user's words, or MiniLM."""
-        if self.config.embedder == "base":
-            rows = []
-            for q in queries:
-                hidden = getattr(q.view, "query_hidden", None)
-                if hidden is None:
-                    raise InvalidInputError("the router needs the base's signals or prompt states for each query")
-                rows.append(np.asarray(hidden, dtype=np.float32))
-            return np.stack(rows)
-        return np.asarray(self.embedder.encode([q.text for q in queries]), dtype=np.float32)
-
-    @property
-    def embedder(self) -> Any:
-        if self._embedder is None:
-            from .encoders import make_embedder
-
-            self._embedder = make_embedder(self.config.embedder)
-        return self._embedder
-
     def score(self, query: Query) -> RouteScores:
+        """Calibrated base confidence and (when it is below the threshold) each expert's match score."""
         return self.score_batch([query])[0]
 
     def score_batch(self, queries: list[Query], *, match_all: bool = False) -> list[RouteScores]:
@@ -103,19 +83,8 @@ class UncertaintyRouter(Router):
         return [RouteScores(float(c), m, float(r)) for c, m, r in zip(conf, matches, raw, strict=True)]
 
     def route_batch(self, queries, *, match_all: bool = False):
+        """Decisions for many queries at once (see :meth:`score_batch` for ``match_all``)."""
         return [self._decide(s) for s in self.score_batch(list(queries), match_all=match_all)]
-
-    # -- experts -------------------------------------------------------------------------------------
-    def add_expert(self, name: str, example_embeddings: Any) -> None:
-        """Let the matcher know an expert and embeddings of queries it covers."""
-        self.matcher.add(name, example_embeddings)
-
-    def remove_expert(self, name: str) -> None:
-        self.matcher.remove(name)
-
-    @property
-    def experts(self) -> list[str]:
-        return self.matcher.experts
 
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, folder: str | Path, *, overwrite: bool = True) -> Path:

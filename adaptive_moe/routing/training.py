@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from ..config import AdaptiveMoEConfig, GenerationConfig, RouterConfig
-from ..creation.scoring import get_scorer
 from ..errors import InvalidInputError, ModelNotFoundError
+from ..evaluation.scoring import get_scorer
 from ..model.generation import GenerationSignals
 from ..utils.io import atomic_directory
 from .router import UncertaintyRouter
@@ -235,8 +235,8 @@ def train_router(
     questions onward (RouteLLM's quantile); tune ``min_match_score`` on held-out expert questions and
     embed each expert's questions for the matcher, with the general questions as the background.
     """
+    from ..evaluation.metrics import auroc
     from ..uncertainty.calibration import make_calibrator, threshold_for_error_rate, threshold_for_share
-    from .metrics import auroc
 
     config = config or RouterConfig()
     if share is not None and config.target_error is not None:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..utils.registry import lookup_class, register_class
+from ..utils.registry import Registry
 
 EMPTY_ANSWER_SCORE = -1e3  # an answer with no tokens carries no evidence of knowing: least confident
 
@@ -138,21 +138,23 @@ class Perplexity(ConfidenceEstimator):
         return float(-math.exp(min(-lp.mean(), 50.0))) if lp.size else EMPTY_ANSWER_SCORE
 
 
-_REGISTRY: dict[str, type[ConfidenceEstimator]] = {}
+ESTIMATORS: Registry[type[ConfidenceEstimator]] = Registry("estimator", ConfidenceEstimator)
 
 
-def register_estimator(cls: type[ConfidenceEstimator]) -> type[ConfidenceEstimator]:
-    """Register an estimator class under its ``name`` (usable as a class decorator)."""
-    return register_class(_REGISTRY, cls, ConfidenceEstimator, "name", "estimator")
+def register_estimator(cls: type[ConfidenceEstimator], *, overwrite: bool = False) -> type[ConfidenceEstimator]:
+    """Register an estimator class under its ``name`` (usable as a class decorator); see
+    :meth:`~adaptive_moe.utils.registry.Registry.register`."""
+    return ESTIMATORS.register(cls, overwrite=overwrite)
 
 
 def get_estimator(name: str, **kwargs: Any) -> ConfidenceEstimator:
     """A new estimator of the class registered as ``name``."""
-    return lookup_class(_REGISTRY, name, "estimator")(**kwargs)
+    return ESTIMATORS.get(name)(**kwargs)
 
 
 def list_estimators() -> list[str]:
-    return sorted(_REGISTRY)
+    """Names of the registered estimators, sorted."""
+    return ESTIMATORS.names()
 
 
 for _cls in (MaxSequenceProbability, MeanTokenLogProb, MeanTokenEntropy, MinTokenProbability, Perplexity):

@@ -28,9 +28,7 @@ applying a fitted or loaded calibrator needs numpy alone.
 
 from __future__ import annotations
 
-import inspect
 import math
-import re
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
@@ -38,7 +36,8 @@ from typing import Any, ClassVar, overload
 
 import numpy as np
 
-from ..errors import InvalidInputError, UnknownNameError, missing_dependency
+from ..errors import InvalidInputError, missing_dependency
+from ..utils.registry import Registry
 from ..utils.validation import as_labels
 
 __all__ = [
@@ -56,7 +55,6 @@ __all__ = [
 ]
 
 _FORMAT_VERSION = 1
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -329,35 +327,18 @@ class PlattCalibrator(Calibrator):
         self.slope, self.intercept = slope, intercept
 
 
-_CALIBRATORS: dict[str, type[Calibrator]] = {}
+_CALIBRATORS: Registry[type[Calibrator]] = Registry("calibrator", Calibrator)
 
 
 def register_calibrator(cls: type[Calibrator], *, overwrite: bool = False) -> type[Calibrator]:
-    """Register a :class:`Calibrator` subclass under its ``name`` (usable as a class decorator).
-
-    Raises :class:`InvalidInputError` when ``cls`` is not a concrete subclass, its ``name`` is not lowercase
-    ``[a-z][a-z0-9_]*``, or the name is taken by another class and ``overwrite`` is false.
-    """
-    if not (isinstance(cls, type) and issubclass(cls, Calibrator)):
-        raise InvalidInputError(f"register_calibrator takes a Calibrator subclass, got {cls!r}")
-    if inspect.isabstract(cls):
-        raise InvalidInputError(f"{cls.__name__} is abstract; implement is_fitted, _fit and _transform")
-    if not isinstance(cls.name, str) or not _NAME.match(cls.name):
-        raise InvalidInputError(
-            f"{cls.__name__}.name must match {_NAME.pattern} (lowercase, digits, underscores); got {cls.name!r}"
-        )
-    existing = _CALIBRATORS.get(cls.name)
-    if existing is not None and existing is not cls and not overwrite:
-        raise InvalidInputError(
-            f"calibrator {cls.name!r} is already registered ({existing.__name__}); pass overwrite=True to replace it"
-        )
-    _CALIBRATORS[cls.name] = cls
-    return cls
+    """Register a :class:`Calibrator` subclass under its ``name`` (usable as a class decorator); see
+    :meth:`~adaptive_moe.utils.registry.Registry.register` for the rules."""
+    return _CALIBRATORS.register(cls, overwrite=overwrite)
 
 
 def registered_calibrators() -> list[str]:
     """Names of the registered calibrators, sorted."""
-    return sorted(_CALIBRATORS)
+    return _CALIBRATORS.names()
 
 
 def make_calibrator(name: str) -> Calibrator:
@@ -365,9 +346,7 @@ def make_calibrator(name: str) -> Calibrator:
 
     Raises :class:`UnknownNameError` (a ``KeyError``) listing the registered names for an unknown one.
     """
-    if not isinstance(name, str) or name not in _CALIBRATORS:
-        raise UnknownNameError("calibrator", str(name), _CALIBRATORS)
-    return _CALIBRATORS[name]()
+    return _CALIBRATORS.get(name)()
 
 
 for _cls in (IsotonicCalibrator, PlattCalibrator, IdentityCalibrator):

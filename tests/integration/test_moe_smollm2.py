@@ -3,7 +3,7 @@
 import pytest
 
 from adaptive_moe import AdaptiveMoE, AdaptiveMoEConfig
-from adaptive_moe.creation.scoring import get_scorer
+from adaptive_moe.evaluation.scoring import get_scorer
 
 pytestmark = pytest.mark.integration
 # exp(mean token log-prob) of SmolLM2's answers: 0.69-0.90 on the general questions below, 0.29-0.53 on

@@ -159,7 +159,7 @@ def test_platt_negative_slope_warns():
 
 
 def test_register_calibrator_validates(monkeypatch):
-    monkeypatch.setattr(calibration, "_CALIBRATORS", dict(calibration._CALIBRATORS))  # leave the registry as it was
+    monkeypatch.setattr(calibration, "_CALIBRATORS", calibration._CALIBRATORS.copy())  # leave the registry as it was
 
     class Half(Calibrator):
         name = "half_test"
@@ -193,7 +193,7 @@ def test_register_calibrator_validates(monkeypatch):
     class BadName(Half):
         name = "Bad Name"
 
-    with pytest.raises(InvalidInputError, match="must match"):
+    with pytest.raises(InvalidInputError, match="lowercase identifier"):
         register_calibrator(BadName)
 
 

@@ -242,3 +242,30 @@ def test_bench_tiny_writes_the_report(tmp_path, capsys):
     text = (out / "report.md").read_text()
     for section in ("## 1. Answer quality", "## 2. Uncertainty", "## 3. Speed", "Skipped (`--skip-memory`)"):
         assert section in text
+
+
+def test_bench_outside_a_checkout_says_what_it_needs(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "find_benchmarks", lambda: None)
+    assert cli.main(["bench", "--tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "benchmarks/" in err and "pip install -e ." in err
+
+
+def test_bench_help_lists_the_harness_flags(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["bench", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--tiny" in out and "--skip-memory" in out
+
+
+def test_the_package_does_not_import_the_benchmark_harness():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, adaptive_moe, adaptive_moe.cli, adaptive_moe.moe\n"
+        "print(any(m.startswith('benchmarks') for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
+    assert out.stdout.strip() == "False"

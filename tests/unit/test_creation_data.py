@@ -8,18 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from adaptive_moe.creation.data import (
-    Fact,
-    TrainingData,
-    build_training_data,
-    markdown_to_text,
-    split_passages,
-    split_sentences,
-)
+from adaptive_moe.creation.data import Fact, TrainingData, build_training_data
+from adaptive_moe.creation.documents import markdown_to_text, split_passages, split_sentences
 from adaptive_moe.creation.qa_rules import MAX_ANSWER_WORDS, extract_facts, tokenize
-from adaptive_moe.creation.scoring import normalize_answer
 from adaptive_moe.creation.training import as_examples
 from adaptive_moe.errors import AdaptiveMoEError, InvalidInputError, ModelNotFoundError
+from adaptive_moe.evaluation.scoring import normalize_answer
 
 # An invented guild and town: one page of ordinary prose, with headings, pronouns, appositions, short
 # references ("the guild", "the town") and sentences no rule matches.

@@ -187,7 +187,7 @@ def test_registry_unknown_name_lists_the_known_ones():
 
 
 def test_register_embedder_validates(monkeypatch):
-    monkeypatch.setattr(encoders, "EMBEDDERS", dict(encoders.EMBEDDERS))
+    monkeypatch.setattr(encoders, "EMBEDDERS", encoders.EMBEDDERS.copy())
 
     def factory(base=None, **options):
         return CountingEmbedder()
@@ -197,7 +197,7 @@ def test_register_embedder_validates(monkeypatch):
     register_embedder("counting", factory)  # the same factory again is fine
     with pytest.raises(ConfigError, match="already registered"):
         register_embedder("counting", lambda base=None: CountingEmbedder())
-    register_embedder("counting", lambda base=None: CountingEmbedder(), replace=True)
+    register_embedder("counting", lambda base=None: CountingEmbedder(), overwrite=True)
     for bad in ("", "two words", "a-b", None):
         with pytest.raises(ConfigError, match="identifier"):
             register_embedder(bad, factory)

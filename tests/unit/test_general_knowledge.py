@@ -5,8 +5,8 @@ from importlib import resources
 import pytest
 
 from adaptive_moe.creation.general import GENERAL_TOPICS, general_knowledge_items, general_knowledge_questions
-from adaptive_moe.creation.scoring import ContainsScorer, normalize_answer
 from adaptive_moe.errors import InvalidInputError
+from adaptive_moe.evaluation.scoring import ContainsScorer, normalize_answer
 
 ITEMS = general_knowledge_items()
 

@@ -12,6 +12,7 @@ import torch
 from adaptive_moe import load_base_model
 from adaptive_moe.config import GenerationConfig, RouterConfig
 from adaptive_moe.errors import ConfigError, InvalidInputError, ModelBusyError, UnknownNameError
+from adaptive_moe.evaluation.metrics import auroc
 from adaptive_moe.model.generation import GenerationSignals
 from adaptive_moe.routing import (
     CentroidMatcher,
@@ -27,7 +28,6 @@ from adaptive_moe.routing import (
     router_class,
     train_router,
 )
-from adaptive_moe.routing.metrics import auroc
 from adaptive_moe.uncertainty import (
     EMPTY_ANSWER_SCORE,
     ConfidenceEstimator,

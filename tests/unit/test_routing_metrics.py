@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from adaptive_moe.errors import InvalidInputError
-from adaptive_moe.routing.metrics import (
+from adaptive_moe.evaluation.metrics import (
     apgr,
     aurc,
     auroc,

@@ -1,7 +1,8 @@
 import pytest
 
-from adaptive_moe.creation import scoring
-from adaptive_moe.creation.scoring import (
+from adaptive_moe.errors import InvalidInputError, UnknownNameError
+from adaptive_moe.evaluation import scoring
+from adaptive_moe.evaluation.scoring import (
     AnswerScorer,
     ContainsScorer,
     ExactScorer,
@@ -12,7 +13,6 @@ from adaptive_moe.creation.scoring import (
     register_scorer,
     registered_scorers,
 )
-from adaptive_moe.errors import InvalidInputError, UnknownNameError
 
 
 @pytest.mark.parametrize(
@@ -141,7 +141,7 @@ def test_unknown_scorer_lists_registered_names():
 
 @pytest.fixture
 def clean_registry(monkeypatch):
-    monkeypatch.setattr(scoring, "_SCORERS", dict(scoring._SCORERS))
+    monkeypatch.setattr(scoring, "_SCORERS", scoring._SCORERS.copy())
 
 
 class _Prefix(AnswerScorer):

@@ -12,12 +12,12 @@ a scorer needs one method, :meth:`AnswerScorer.match`.
 from __future__ import annotations
 
 import abc
-import inspect
 import re
 import unicodedata
 from collections.abc import Sequence
 
-from ..errors import InvalidInputError, UnknownNameError
+from ..errors import InvalidInputError
+from ..utils.registry import Registry
 
 __all__ = [
     "AnswerScorer",
@@ -46,7 +46,6 @@ _NUMBER_WORDS = frozenset(_SMALL) | frozenset(_TENS) | {"hundred", "thousand"}
 _THOUSANDS_SEP = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 # A token is a decimal number ("3.14") or a run of letters and digits ("h2o", "56th"); the rest is punctuation.
 _TOKEN = re.compile(r"\d+(?:\.\d+)+|[^\W_]+")
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def _strip_accents(text: str) -> str:
@@ -180,42 +179,25 @@ class ExactScorer(AnswerScorer):
         return bool(g) and normalize_answer(prediction) == g
 
 
-_SCORERS: dict[str, type[AnswerScorer]] = {}
+_SCORERS: Registry[type[AnswerScorer]] = Registry("scorer", AnswerScorer)
 
 
 def register_scorer(name: str, cls: type[AnswerScorer], *, overwrite: bool = False) -> None:
-    """Register ``cls`` under ``name`` so ``get_scorer(name)`` and ``method=name`` find it.
-
-    Raises :class:`InvalidInputError` when ``name`` is not lowercase ``[a-z][a-z0-9_]*``, when ``cls`` is
-    not a concrete subclass of :class:`AnswerScorer`, or when ``name`` is taken and ``overwrite`` is false.
-    """
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise InvalidInputError(
-            f"scorer name must match {_NAME.pattern} (lowercase, digits, underscores); got {name!r}"
-        )
-    if not (isinstance(cls, type) and issubclass(cls, AnswerScorer)):
-        raise InvalidInputError(f"scorer {name!r} must be a subclass of AnswerScorer, got {cls!r}")
-    if inspect.isabstract(cls):
-        raise InvalidInputError(f"scorer {name!r}: {cls.__name__} is abstract; implement match(prediction, gold)")
-    if name in _SCORERS and not overwrite and _SCORERS[name] is not cls:
-        raise InvalidInputError(
-            f"scorer {name!r} is already registered ({_SCORERS[name].__name__}); pass overwrite=True to replace it"
-        )
-    _SCORERS[name] = cls
+    """Register ``cls`` under ``name`` so ``get_scorer(name)`` and ``method=name`` find it; see
+    :meth:`~adaptive_moe.utils.registry.Registry.register` for the rules."""
+    _SCORERS.register(cls, name, overwrite=overwrite)
 
 
 def registered_scorers() -> list[str]:
     """Names of the registered scorers, sorted."""
-    return sorted(_SCORERS)
+    return _SCORERS.names()
 
 
 def get_scorer(name: str) -> AnswerScorer:
     """A new instance of the scorer registered as ``name``; :class:`UnknownNameError` lists the known ones."""
     if not isinstance(name, str):
         raise InvalidInputError(f"scorer name must be a str, got {type(name).__name__}")
-    if name not in _SCORERS:
-        raise UnknownNameError("scorer", name, _SCORERS)
-    return _SCORERS[name]()
+    return _SCORERS.get(name)()
 
 
 def _resolve(method: str | AnswerScorer) -> AnswerScorer:
