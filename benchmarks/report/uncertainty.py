@@ -18,9 +18,9 @@ from .quality import describe_router, facade
 def uncertainty_section(base, labelled, questions, routers, oracle, bootstrap: int, tiny: bool, work: Path) -> dict:
     import numpy as np
 
+    from adaptive_moe.evaluation.metrics import risk_coverage_curve
     from adaptive_moe.routing import signals_from_row
     from adaptive_moe.routing.evaluation import DEFAULT_ESTIMATORS, evaluate_router
-    from adaptive_moe.evaluation.metrics import risk_coverage_curve
     from adaptive_moe.uncertainty import get_estimator, list_estimators
 
     router = routers.get("moe_select")
