@@ -75,6 +75,7 @@ class DemoResult:
     files: list[str]
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (written to ``results/demo.json``)."""
         return {"rows": [asdict(r) for r in self.rows], "accuracy": self.accuracy, "creation": self.creation,
                 "gap_report": self.gap_report, "seconds": self.seconds, "files": self.files}  # fmt: skip
 
@@ -184,6 +185,7 @@ def format_table(rows: list[DemoRow], attribution: bool = False, width: int = 58
 
 
 def format_summary(demo: DemoResult) -> str:
+    """The demo's closing table and figures as printable text."""
     a = demo.accuracy
     m = demo.creation.get("metrics", {})
     lines = [

@@ -31,10 +31,10 @@ from typing import Any
 from .config import AdaptiveMoEConfig
 from .errors import IncompatibleExpertError, InvalidInputError, ModelNotFoundError, UnknownNameError
 from .integration import ExpertAnswer, integrator_class
-from .model import load_base_model
+from .model import BaseModel, load_base_model
 from .model.generation import _is_conversation, normalize_prompts
 from .output import MoEOutput, base_output, cache_events, expert_output
-from .routing import Query, RouteDecision, router_class
+from .routing import Query, RouteDecision, Router, router_class
 from .streaming import MoEStream
 from .utils.io import atomic_directory, atomic_write_text
 
@@ -63,7 +63,10 @@ class AdaptiveMoE:
     when ``gaps.enabled`` is off), ``config``.
     """
 
-    def __init__(self, config: AdaptiveMoEConfig | str | Path | None = None, *, base=None, router=None) -> None:
+    def __init__(
+        self, config: AdaptiveMoEConfig | str | Path | None = None, *, base: BaseModel | None = None,
+        router: Router | None = None,
+    ) -> None:  # fmt: skip
         from .experts import ExpertPool, ExpertRegistry
 
         if isinstance(config, (str, Path)):
@@ -423,6 +426,7 @@ class AdaptiveMoE:
         return outs
 
     def integrator_for_fallback(self):
+        """The integrator that answers a fallback expert alone (``select``)."""
         from .integration import SelectIntegrator
 
         return SelectIntegrator(self.config.integrator, self.pool)

@@ -32,7 +32,7 @@ from adaptive_moe import AdaptiveMoE, AdaptiveMoEConfig, load_base_model
 from adaptive_moe.creation import make_synthetic_domain
 from adaptive_moe.demo import demo_document, demo_questions
 from adaptive_moe.evaluation.scoring import get_scorer
-from benchmarks.common import command_line, machine_info, pyplot, write_json_and_markdown
+from benchmarks.common import add_run_arguments, command_line, machine_info, pyplot, write_json_and_markdown
 
 
 def run_case(base, workdir: Path, name: str, **create_kwargs) -> dict:
@@ -58,8 +58,7 @@ def run_case(base, workdir: Path, name: str, **create_kwargs) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entities", type=int, default=40)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     base = load_base_model(device="cpu")

@@ -50,7 +50,7 @@ from adaptive_moe import AdaptiveMoE, AdaptiveMoEConfig, load_base_model
 from adaptive_moe.model.generation import build_generate_kwargs, encode_prompts
 from adaptive_moe.routing import Router, RouteScores, register_router
 from adaptive_moe.testing import make_random_adapter
-from benchmarks.common import machine_info, pyplot, timed, write_json_and_markdown
+from benchmarks.common import add_run_arguments, machine_info, pyplot, timed, write_json_and_markdown
 
 PROMPTS = [  # general questions whose answers run well past 24 tokens
     "Explain how photosynthesis works in plants.",
@@ -448,12 +448,11 @@ def main(argv=None) -> int:
     parser.add_argument("--prompts", type=int, default=8, help=f"questions in the batch (at most {len(PROMPTS)})")
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--pairs", type=int, default=6, help="adjacent pairs per comparison with a goal (0: none)")
-    parser.add_argument("--threads", type=int, default=2)
+    add_run_arguments(parser)
     parser.add_argument("--pre-layers", type=int, default=6,
                         help="router.pre_layers of the shallow pre-mode arms (SmolLM2: 30 layers)")  # fmt: skip
     parser.add_argument("--adapter-scale", type=float, default=0.01, help="std of the random LoRA A/B entries")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 prompts, 8 tokens")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.prompts, args.max_new_tokens, args.pairs = 1, 2, 8, 2

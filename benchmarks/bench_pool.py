@@ -41,7 +41,7 @@ from safetensors.torch import load_file
 
 from adaptive_moe import load_base_model
 from adaptive_moe.experts import ExpertPool, ExpertRegistry
-from benchmarks.common import machine_info, pyplot, write_json_and_markdown
+from benchmarks.common import add_run_arguments, machine_info, pyplot, write_json_and_markdown
 
 PROBE = "Explain in one short paragraph why the sky looks blue during the day but red at sunset."
 WEIGHTS = "adapter_model.safetensors"
@@ -295,10 +295,9 @@ def main(argv=None) -> int:
     parser.add_argument("--hit-calls", type=int, default=200, help="acquire calls per round for the hit cost")
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--zipf", type=float, default=1.1)
-    parser.add_argument("--threads", type=int, default=2)
+    add_run_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="smoke run: 6 experts, 2 rounds, 200 requests")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     if args.quick:
         args.experts, args.rounds, args.misses, args.hit_calls, args.requests = 6, 2, 2, 50, 200

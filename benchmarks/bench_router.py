@@ -38,7 +38,7 @@ from adaptive_moe.model.generation import decoder_layers
 from adaptive_moe.routing import Query, label_base_answers, signals_from_row, split_dataset, train_router
 from adaptive_moe.routing.evaluation import evaluate_router
 from adaptive_moe.uncertainty import PlattCalibrator, threshold_for_share
-from benchmarks.common import write_json_and_markdown
+from benchmarks.common import add_run_arguments, write_json_and_markdown
 
 EXPERT_KINDS = ("people", "companies", "places")
 UNCOVERED_KIND = "products"
@@ -126,11 +126,10 @@ def main() -> None:
     ap.add_argument("--target-error", type=float, default=0.2)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    add_run_arguments(ap)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pre-layers", type=int, nargs="*", default=[2, 4, 6, 8, 12, 16, 20],
                     help="decoder depths for the pre-mode sweep (the whole model is always added)")  # fmt: skip
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 

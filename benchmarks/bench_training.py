@@ -33,7 +33,7 @@ from adaptive_moe.creation import (
     paired_comparison,
     train_lora,
 )
-from benchmarks.common import command_line, machine_info, pyplot, write_json_and_markdown
+from benchmarks.common import add_run_arguments, command_line, machine_info, pyplot, write_json_and_markdown
 
 
 class CurveCallback(TrainerCallback):
@@ -86,8 +86,7 @@ def main(argv=None) -> int:
     parser.add_argument("--top-layers", type=float, default=None, help="override LoRASettings().top_layers")
     parser.add_argument("--eval-every", type=int, default=20, help="steps between curve points")
     parser.add_argument("--curve-questions", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 

@@ -105,3 +105,10 @@ def command_line(script: str, argv: list[str] | None) -> str:
     """The command that reproduces a run: ``python benchmarks/<script> <flags>``."""
     flags = argv if argv is not None else sys.argv[1:]
     return " ".join(["python", f"benchmarks/{Path(script).name}", *flags])
+
+
+def add_run_arguments(parser: Any, threads: int = 2) -> Any:
+    """The flags every benchmark takes: ``--threads`` (torch CPU threads) and ``--out`` (results folder)."""
+    parser.add_argument("--threads", type=int, default=threads, help=f"torch CPU threads ({threads})")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (benchmarks/results)")
+    return parser

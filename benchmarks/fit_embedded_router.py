@@ -35,7 +35,7 @@ from adaptive_moe.routing import label_base_answers, train_router
 from adaptive_moe.routing.bundled import EMBEDDED_ROUTER_DIR
 from adaptive_moe.routing.evaluation import evaluate_router
 from adaptive_moe.routing.training import embed_questions
-from benchmarks.common import write_json_and_markdown
+from benchmarks.common import add_run_arguments, write_json_and_markdown
 
 
 def data(entities: int, seed: int, split: str, general_part: slice):
@@ -49,8 +49,7 @@ def data(entities: int, seed: int, split: str, general_part: slice):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entities", type=int, default=8, help="invented entities per kind (5 questions each)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    add_run_arguments(parser)
     parser.add_argument("--target", default=str(EMBEDDED_ROUTER_DIR), help="where the shipped router is written")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

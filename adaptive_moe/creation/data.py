@@ -63,10 +63,12 @@ class TrainingData:
 
     @property
     def qa_pairs(self) -> list[tuple[str, str]]:
+        """The question-answer items of :attr:`train`."""
         return [item for item in self.train if isinstance(item, tuple)]
 
     @property
     def documents(self) -> list[str]:
+        """The document items of :attr:`train` (restatements and sentences)."""
         return [item for item in self.train if isinstance(item, str)]
 
     def to_dataset(self):
@@ -85,6 +87,7 @@ class TrainingData:
         return Dataset.from_list(rows)
 
     def to_dict(self) -> dict[str, Any]:
+        """Everything, JSON-ready (the pipeline saves it next to the adapter)."""
         return {
             "format_version": FORMAT_VERSION,
             "sha256": self.sha256,
@@ -97,6 +100,7 @@ class TrainingData:
         }
 
     def summary(self) -> str:
+        """One line of counts for logs and the CLI."""
         s = self.stats
         return (
             f"{s['documents']} documents, {s['sentences']} sentences -> {s['facts']} facts; "

@@ -26,13 +26,16 @@ class QAEvaluation:
 
     @property
     def n(self) -> int:
+        """Number of questions."""
         return len(self.correct)
 
     @property
     def accuracy(self) -> float:
+        """Share of questions answered right (0.0 for none)."""
         return sum(self.correct) / self.n if self.n else 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
         return {"accuracy": self.accuracy, "n": self.n, "questions": self.questions,
                 "predictions": self.predictions, "correct": self.correct, "confidences": self.confidences}  # fmt: skip
 
@@ -157,6 +160,7 @@ class AdmissionReport:
         }
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the card's ``metrics``)."""
         from dataclasses import asdict
 
         return asdict(self)

@@ -60,6 +60,7 @@ class CreationResult:
     resumed: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
         return {"name": self.name, "admitted": self.admitted, "metrics": self.metrics, "reasons": self.reasons,
                 "timings": self.timings, "data": self.data, "resolved_gaps": self.resolved_gaps,
                 "resumed": self.resumed, "card": self.card.to_dict() if self.card is not None else None}  # fmt: skip

@@ -144,6 +144,7 @@ class Fact:
         return [self.answer, *self.aliases]
 
     def to_dict(self) -> dict:
+        """JSON-ready form."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 

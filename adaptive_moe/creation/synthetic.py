@@ -253,6 +253,7 @@ class SyntheticDomain:
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (:meth:`from_dict` reads it back)."""
         return {
             "format_version": FORMAT_VERSION,
             "kind": self.kind,
@@ -266,6 +267,7 @@ class SyntheticDomain:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SyntheticDomain:
+        """A domain written by :meth:`to_dict`."""
         keys = ("kind", "seed", "attributes", "entities", "documents", "train_qa", "test_qa")
         missing = [k for k in keys if not isinstance(data, dict) or k not in data]
         if missing:
@@ -295,6 +297,7 @@ class SyntheticDomain:
 
     @classmethod
     def load(cls, path: str | Path) -> SyntheticDomain:
+        """A domain saved as JSON at ``path``."""
         path = Path(path)
         if not path.is_file():
             raise ModelNotFoundError(f"synthetic domain file {str(path)!r} does not exist")

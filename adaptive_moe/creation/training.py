@@ -47,6 +47,7 @@ class Example:
 
     @property
     def is_qa(self) -> bool:
+        """Whether this example is a question-answer pair (loss on the answer only)."""
         return self.prompt is not None
 
 
@@ -260,6 +261,7 @@ def resolve_target_modules(lora: LoRASettings, model) -> str | list[str]:
 
 
 def peft_config(lora: LoRASettings, model):
+    """The PEFT ``LoraConfig`` for ``lora`` on ``model`` (target modules resolved to full names)."""
     from peft import LoraConfig, TaskType
 
     return LoraConfig(

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..utils.validation import as_labels
+from ..utils.validation import as_finite, as_labels
 
 __all__ = [
     "apgr",
@@ -43,20 +43,7 @@ __all__ = [
 
 
 def _as_values(values: Any, name: str) -> np.ndarray:
-    """``values`` as a non-empty 1-D float64 array of finite numbers."""
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"{name}: expected numbers, got {type(values).__name__}") from None
-    if arr.ndim != 1:
-        raise InvalidInputError(f"{name}: expected a 1-D sequence of numbers, got shape {arr.shape}")
-    if arr.size == 0:
-        raise InvalidInputError(f"{name}: empty; need at least one value")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise InvalidInputError(f"{name}: {int(bad.sum())} value(s) are NaN or infinite (first at index {i}: {arr[i]})")
-    return arr
+    return as_finite(values, name)
 
 
 def _same_length(**arrays: np.ndarray) -> None:

@@ -164,6 +164,7 @@ class ContainsScorer(AnswerScorer):
     name = "contains"
 
     def match(self, prediction: str, gold: str) -> bool:
+        """Whether the normalised gold appears in the prediction as whole words."""
         g = normalize_answer(gold)
         # tokens are joined by single spaces and hold none, so padding makes this a token-boundary match
         return bool(g) and f" {g} " in f" {normalize_answer(prediction)} "
@@ -175,6 +176,7 @@ class ExactScorer(AnswerScorer):
     name = "exact"
 
     def match(self, prediction: str, gold: str) -> bool:
+        """Whether prediction and gold are equal after normalisation."""
         g = normalize_answer(gold)
         return bool(g) and normalize_answer(prediction) == g
 

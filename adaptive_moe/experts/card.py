@@ -78,10 +78,12 @@ class ExpertCard:
             raise InvalidInputError(f"expert kind must be a non-empty string, got {self.kind!r}")
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (what ``expert.json`` holds)."""
         return {"schema": CARD_SCHEMA, **asdict(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExpertCard:
+        """A card from :meth:`to_dict`'s form; unknown keys go to ``extra``."""
         if not isinstance(data, dict):
             raise InvalidInputError(f"an expert card is a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
@@ -91,12 +93,14 @@ class ExpertCard:
         return cls(**{k: v for k, v in data.items() if k in known and k != "extra"}, extra=extra)
 
     def save(self, folder: Path) -> Path:
+        """Write ``expert.json`` into ``folder`` atomically; returns its path."""
         path = Path(folder) / CARD_FILE
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
         return path
 
     @classmethod
     def load(cls, folder: Path) -> ExpertCard:
+        """Read ``expert.json`` from ``folder`` (:class:`CorruptExpertError` when it is unreadable)."""
         path = Path(folder) / CARD_FILE
         try:
             return cls.from_dict(json.loads(path.read_text()))
@@ -106,6 +110,7 @@ class ExpertCard:
             raise CorruptExpertError(f"unreadable expert card {str(path)!r}: {e}") from None
 
     def summary(self) -> str:
+        """One line: name, version, kind, domain, size."""
         acc = self.metrics.get("domain_accuracy")
         shown = f", domain accuracy {acc:.2f}" if isinstance(acc, int | float) else ""
         return f"{self.name} v{self.version} ({self.kind}): {self.domain or 'no description'}{shown}"

@@ -50,18 +50,22 @@ class Expert(ABC):
 
     @property
     def name(self) -> str:
+        """The expert's registered name."""
         return self.card.name
 
     @property
     def domain(self) -> str:
+        """What the expert covers, in words."""
         return self.card.domain
 
     @property
     def version(self) -> int:
+        """The registry version of this expert."""
         return self.card.version
 
     @property
     def is_loaded(self) -> bool:
+        """Whether the expert is loaded on a base model."""
         return self.base is not None
 
     @property
@@ -220,16 +224,19 @@ class LoRAExpert(Expert):
 
     @classmethod
     def from_folder(cls, folder: Path, card: ExpertCard, **options: Any) -> LoRAExpert:
+        """The expert stored in ``folder`` (a PEFT adapter folder) with its ``card``."""
         return cls(card, folder, allow_pickle=bool(options.get("allow_pickle", False)))
 
     @property
     def weights_file(self) -> Path:
+        """The adapter's safetensors file."""
         check_adapter_folder(self.path, self.allow_pickle)
         safe = self.path / SAFE_WEIGHTS
         return safe if safe.is_file() else self.path / PICKLED_WEIGHTS
 
     @property
     def layout(self) -> AdapterLayout:
+        """Module names and shapes of the adapter, read from the safetensors header."""
         if self._layout is None:
             weights = self.weights_file
             if weights.name != SAFE_WEIGHTS:
@@ -238,6 +245,7 @@ class LoRAExpert(Expert):
         return self._layout
 
     def peft_config(self):
+        """The adapter's PEFT ``LoraConfig``."""
         from peft import LoraConfig, PeftConfig
 
         try:
@@ -257,21 +265,27 @@ class LoRAExpert(Expert):
 
     @property
     def resident_bytes(self) -> int:
+        """Bytes of adapter weights this expert holds in memory now."""
         host = self.base.adapter_host if self.base is not None else None
         return host.slot_bytes(self.slot) if host is not None and self.slot else 0
 
     def estimated_bytes(self) -> int:
+        """Bytes of adapter weights this expert will hold once loaded."""
         return self.layout.nbytes
 
     def check(self, base) -> None:
+        """Raise :class:`IncompatibleExpertError` unless the adapter fits ``base`` (fingerprint, modules, shapes)."""
         super().check(base)
         self.peft_config()
         check_layout_against_base(self.layout, base, self.name)
 
     def can_swap_with(self, other: Expert) -> bool:
+        """Whether ``other``'s slot can take this adapter by copying weights (same modules, shapes and settings)."""
         return isinstance(other, LoRAExpert) and other.slot is not None and other.layout.shapes == self.layout.shapes
 
     def load(self, base, take_over: Expert | None = None) -> None:
+        """Load the adapter onto ``base``: into ``take_over``'s slot by a weight copy when they match, else
+        into a new slot."""
         host = AdapterHost.of(base)
         if take_over is not None and self.can_swap_with(take_over):
             from safetensors.torch import load_file
@@ -302,6 +316,7 @@ class LoRAExpert(Expert):
                 shutil.copy2(self.path / name, Path(folder) / name)
 
     def unload(self) -> None:
+        """Remove the adapter from the base and free its weights."""
         if self.base is not None and self.slot is not None and self.base.adapter_host is not None:
             self.base.adapter_host.remove(self.slot)
         self.slot = None

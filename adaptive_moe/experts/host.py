@@ -66,13 +66,16 @@ class AdapterHost:
 
     @property
     def slots(self) -> list[str]:
+        """Names of the adapter slots on the base."""
         return list(self._slot_bytes)
 
     def slot_bytes(self, slot: str) -> int:
+        """Bytes of adapter weights in ``slot``."""
         return self._slot_bytes.get(slot, 0)
 
     @property
     def resident_bytes(self) -> int:
+        """Bytes of adapter weights in every slot."""
         return sum(self._slot_bytes.values())
 
     @property

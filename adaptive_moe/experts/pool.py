@@ -21,6 +21,7 @@ import torch
 
 from ..config import PoolConfig
 from ..errors import InvalidInputError, ModelBusyError, UnknownNameError
+from ..model.loading import BaseModel
 from .card import validate_expert_name
 from .expert import Expert
 from .registry import ExpertRegistry
@@ -60,10 +61,12 @@ class PoolStats:
 
     @property
     def requests(self) -> int:
+        """Hits plus misses."""
         return self.hits + self.misses
 
     @property
     def hit_rate(self) -> float:
+        """Hits over requests (0.0 before any request)."""
         return self.hits / self.requests if self.requests else 0.0
 
     def __sub__(self, earlier: PoolStats) -> PoolStats:
@@ -73,6 +76,7 @@ class PoolStats:
                             else getattr(self, f.name) for f in fields(self)})  # fmt: skip
 
     def to_dict(self) -> dict:
+        """JSON-ready form."""
         return {**{f.name: getattr(self, f.name) for f in fields(self)}, "hit_rate": self.hit_rate}
 
 
@@ -103,7 +107,7 @@ class ExpertPool:
 
     def __init__(
         self,
-        base,
+        base: BaseModel,
         registry: ExpertRegistry | str | Path,
         capacity: int | None = None,
         max_bytes: int | None = None,
@@ -168,6 +172,7 @@ class ExpertPool:
             self._entries[name].pinned = True
 
     def unpin(self, name: str) -> None:
+        """Let ``name`` be evicted again."""
         with self.base.lock:
             entry = self._entries.get(name)
             if entry is None:
@@ -211,6 +216,7 @@ class ExpertPool:
 
     @property
     def resident_bytes(self) -> int:
+        """Bytes of adapter weights of the resident experts."""
         return sum(e.bytes for e in self._entries.values())
 
     @property
@@ -227,6 +233,7 @@ class ExpertPool:
 
     @property
     def stats(self) -> PoolStats:
+        """A snapshot of the counters (subtract two snapshots for the events between them)."""
         host = self.base.adapter_host
         return PoolStats(**self._counts, load_ms=self._load_ms, resident_bytes=self.resident_bytes,
                          resident=tuple(self._entries), rss_bytes=process_rss_bytes(),

@@ -72,6 +72,7 @@ class GapCluster:
     nearly_covered: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
         out = asdict(self)
         out["nearest_expert"] = (None if self.nearest_expert is None
                                  else {"name": self.nearest_expert[0], "score": self.nearest_expert[1]})  # fmt: skip
@@ -94,10 +95,12 @@ class GapReport:
         return [c for c in self.clusters if not c.nearly_covered]
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
         return {"n_gaps": self.n_gaps, "clusters": [c.to_dict() for c in self.clusters],
                 "unclustered": list(self.unclustered), "settings": dict(self.settings)}  # fmt: skip
 
     def to_json(self, indent: int | None = 2) -> str:
+        """The report as JSON text."""
         return json.dumps(self.to_dict(), indent=indent)
 
     def _summary(self) -> str:
@@ -119,6 +122,7 @@ class GapReport:
         return "\n".join(lines)
 
     def to_markdown(self) -> str:
+        """The report as Markdown."""
         lines = ["# Knowledge gaps", "", self._summary() + ".", ""]
         if self.clusters:
             lines += ["| # | suggested name | size | mean confidence | nearest expert | action | keywords |",

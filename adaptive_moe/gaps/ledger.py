@@ -95,10 +95,12 @@ class GapEntry:
 
     @property
     def created_iso(self) -> str:
+        """When the gap was recorded, ISO 8601 in UTC."""
         return _iso(self.created) or ""
 
     @property
     def resolved(self) -> bool:
+        """Whether an expert now covers this gap."""
         return self.resolved_by is not None
 
     def to_dict(self, include_embedding: bool = False) -> dict[str, Any]:
@@ -478,12 +480,14 @@ class GapLedger:
 
     @property
     def journal_mode(self) -> str:
+        """SQLite's journal mode of the ledger file (``wal`` unless the file system refuses it)."""
         with self._lock:
             return str(self._db().execute("PRAGMA journal_mode").fetchone()[0])
 
     # -- lifetime ------------------------------------------------------------------------------------
     @property
     def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
         return self._conn is None
 
     def close(self) -> None:

@@ -29,9 +29,11 @@ class TokenAttribution:
 
     @property
     def top_source(self) -> str:
+        """The source with the largest weight on this token."""
         return max(self.weights, key=self.weights.__getitem__)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
         return {"token": self.token, "token_id": self.token_id, "weights": dict(self.weights)}
 
 
@@ -76,6 +78,7 @@ class Attribution:
         return {name: total / len(self.tokens) for name, total in totals.items()}
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: the route, the sources' shares and confidences, the reason, and every token."""
         return {
             "route": self.route,
             "strategy": self.strategy,

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from ..config import GenerationConfig, IntegratorConfig
 from ..errors import InvalidInputError
+from ..experts.pool import ExpertPool
 from ..utils.registry import Registry
 
 
@@ -53,13 +54,14 @@ class Integrator(ABC):
 
     name: ClassVar[str] = ""
 
-    def __init__(self, config: IntegratorConfig, pool, cache_dir: str | Path | None = None) -> None:
+    def __init__(self, config: IntegratorConfig, pool: ExpertPool, cache_dir: str | Path | None = None) -> None:
         self.config = config
         self.pool = pool
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
 
     @property
     def base(self):
+        """The base model the pool's experts sit on."""
         return self.pool.base
 
     @abstractmethod

@@ -33,6 +33,7 @@ def merged_name(experts: Sequence[tuple[str, float]]) -> str:
 
 
 def round_weights(experts: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Weights rounded to 3 places and renormalised: the key of a cached merged adapter."""
     rounded = [(n, max(WEIGHT_STEP, round(w / WEIGHT_STEP) * WEIGHT_STEP)) for n, w in experts]
     total = sum(w for _, w in rounded)
     return [(n, w / total) for n, w in rounded]
@@ -47,6 +48,7 @@ class MergeIntegrator(Integrator):
     def generate(
         self, prompts: Sequence[Any], experts: Sequence[tuple[str, float]], generation: GenerationConfig
     ) -> list[ExpertAnswer]:
+        """Answer with one adapter merged from ``experts`` (PEFT ``add_weighted_adapter``), cached by weights."""
         experts = check_experts(experts)
         if len(experts) == 1:
             return SelectIntegrator(self.config, self.pool, self.cache_dir).generate(prompts, experts, generation)

@@ -46,6 +46,7 @@ class MixtureLogitsProcessor:
         self.mixed_logprobs: list[torch.Tensor] = []  # per step: (G,) log-probability under the mixture
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """Replace the scores of each step by the weighted mixture of the experts' next-token distributions."""
         rows, vocab = scores.shape
         groups = rows // self.k
         logp = torch.log_softmax(scores.float(), dim=-1).view(groups, self.k, vocab)  # (G, k, V)
@@ -87,6 +88,7 @@ class MixtureIntegrator(Integrator):
     def generate(
         self, prompts: Sequence[Any], experts: Sequence[tuple[str, float]], generation: GenerationConfig
     ) -> list[ExpertAnswer]:
+        """Answer with a token-level mixture of ``experts``: one batched forward per step over their adapters."""
         experts = check_experts(experts)
         if len(experts) == 1:
             return SelectIntegrator(self.config, self.pool, self.cache_dir).generate(prompts, experts, generation)

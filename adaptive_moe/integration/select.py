@@ -25,6 +25,7 @@ class SelectIntegrator(Integrator):
     def generate(
         self, prompts: Sequence[Any], experts: Sequence[tuple[str, float]], generation: GenerationConfig
     ) -> list[ExpertAnswer]:
+        """Answer with the top-weighted expert alone."""
         name = max(check_experts(experts), key=lambda e: e[1])[0]
         with self.pool.acquire([name]) as [expert], self.fast_path(expert):
             signals = expert.generate(list(prompts), generation)

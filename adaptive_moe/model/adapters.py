@@ -34,6 +34,7 @@ class ModelState:
 
     @classmethod
     def capture(cls, model) -> ModelState:
+        """Record which parameters of ``model`` train and whether it is in training mode."""
         quantized = {
             name: (module.weight.data, module.weight.quant_state, dict(vars(module.weight.quant_state)))
             for name, module in model.named_modules()
@@ -47,6 +48,7 @@ class ModelState:
         )
 
     def restore(self, model) -> None:
+        """Put back what :meth:`capture` recorded."""
         for name, param in model.named_parameters():
             param.requires_grad_(self.requires_grad.get(name, False))
         model.train(self.training)

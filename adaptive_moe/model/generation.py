@@ -39,13 +39,16 @@ class LanguageModel(Protocol):
     lock: Any
 
     @property
-    def device(self) -> torch.device: ...
+    def device(self) -> torch.device:
+        """Where the model's weights are."""
 
     @property
-    def context_length(self) -> int | None: ...
+    def context_length(self) -> int | None:
+        """The most tokens the model reads at once, when it says."""
 
     @property
-    def has_chat_template(self) -> bool: ...
+    def has_chat_template(self) -> bool:
+        """Whether the tokenizer has a chat template."""
 
 
 @dataclass
@@ -82,6 +85,7 @@ class GenerationSignals:
 
     @property
     def num_tokens(self) -> int:
+        """Number of generated tokens."""
         return len(self.token_ids)
 
     def to_dict(self, hidden: bool = False) -> dict[str, Any]:

@@ -74,10 +74,12 @@ class BaseModel:
 
     @property
     def device(self) -> torch.device:
+        """Where the model's weights are."""
         return next(self.model.parameters()).device
 
     @property
     def precision(self) -> str:
+        """The precision the model was loaded at (``fp32``, ``fp16``, ``bf16``, ``int8``, ``nf4``)."""
         return self.config.precision
 
     @property
@@ -92,9 +94,11 @@ class BaseModel:
 
     @property
     def has_chat_template(self) -> bool:
+        """Whether the tokenizer has a chat template (prompts are rendered with it)."""
         return bool(getattr(self.tokenizer, "chat_template", None))
 
     def num_parameters(self) -> int:
+        """Number of parameters of the model."""
         return sum(p.numel() for p in self.model.parameters())
 
     def generate_with_signals(

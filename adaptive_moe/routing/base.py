@@ -97,6 +97,7 @@ class RouteDecision:
         return name, self.expert_scores[name]
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
         out = asdict(self)
         out["experts"] = [list(e) for e in self.experts]
         return out

@@ -225,10 +225,12 @@ class MiniLMEmbedder(Embedder):
 
     @property
     def dim(self) -> int:
+        """Embedding dimension."""
         return int(self._dim)
 
     @property
     def signature(self) -> str:
+        """What produced these embeddings (model and settings), to refuse mixing embeddings of two encoders."""
         import importlib.metadata
 
         try:
@@ -238,6 +240,7 @@ class MiniLMEmbedder(Embedder):
         return f"minilm:all-MiniLM-L6-v2:{DISTRIBUTION}=={version}"
 
     def embed_batch(self, texts: list[str]) -> torch.Tensor:
+        """Unit-length embeddings of ``texts``, one row each."""
         tokenizer, model = _load_minilm(self.folder, self.device)
         # Right padding: BERT's position ids count from the left edge of the row.
         batch = tokenizer(
@@ -290,13 +293,16 @@ class BaseModelEmbedder(Embedder):
 
     @property
     def dim(self) -> int:
+        """Embedding dimension (the base model's hidden size)."""
         return self._dim
 
     @property
     def signature(self) -> str:
+        """What produced these embeddings (base fingerprint and settings)."""
         return f"base:{self.base.fingerprint}"
 
     def embed_batch(self, texts: list[str]) -> torch.Tensor:
+        """Unit-length embeddings of ``texts`` from the base's hidden states, one row each."""
         base = self.base
         # Right padding (the tokenizer's default is left, for generation): under the causal mask no real
         # token sees a pad, and positions count from 0 in every row, so a text embeds the same alone or

@@ -50,9 +50,11 @@ class RouterReport:
     cost_quality: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
         return dict(self.__dict__)
 
     def to_markdown(self) -> str:
+        """The report as Markdown."""
         lines = [
             "# Router evaluation",
             "",

@@ -43,10 +43,12 @@ class ExpertMatcher(ABC):
     # -- contents ----------------------------------------------------------------------------------
     @property
     def experts(self) -> list[str]:
+        """Names of the experts the matcher knows, sorted."""
         return sorted(self._examples)
 
     @property
     def dim(self) -> int | None:
+        """Embedding dimension, once any embedding was added."""
         for x in self._examples.values():
             return x.shape[1]
         return None if self._background is None else self._background.shape[1]
@@ -71,6 +73,7 @@ class ExpertMatcher(ABC):
         self._refresh()
 
     def remove(self, name: str) -> None:
+        """Forget expert ``name``."""
         if name not in self._examples:
             raise UnknownNameError("expert in the matcher", name, self._examples)
         del self._examples[name]
@@ -88,6 +91,7 @@ class ExpertMatcher(ABC):
         self._fit()
 
     def normalise(self, x: np.ndarray) -> np.ndarray:
+        """Rows centred on the background and scaled to unit length."""
         x = x - self._center if self._center is not None else x
         return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
 
@@ -112,18 +116,21 @@ class ExpertMatcher(ABC):
 
     # -- persistence -----------------------------------------------------------------------------------
     def tensors(self) -> dict[str, np.ndarray]:
+        """The matcher's arrays for saving (safetensors)."""
         out = {f"expert/{n}": x for n, x in self._examples.items()}
         if self._background is not None:
             out["background"] = self._background
         return out
 
     def load_tensors(self, tensors: dict[str, Any]) -> None:
+        """Restore arrays written by :meth:`tensors`."""
         self._examples = {k.split("/", 1)[1]: np.asarray(v, dtype=np.float32) for k, v in tensors.items()
                           if k.startswith("expert/")}  # fmt: skip
         self._background = np.asarray(tensors["background"], dtype=np.float32) if "background" in tensors else None
         self._refresh()
 
     def settings(self) -> dict[str, Any]:
+        """Constructor settings for saving (``make_matcher(name, **settings)`` rebuilds it)."""
         return {}
 
 
@@ -167,6 +174,7 @@ class KNNMatcher(ExpertMatcher):
         return np.stack(cols, axis=1)
 
     def settings(self) -> dict[str, Any]:
+        """Constructor settings for saving (``k``)."""
         return {"k": self.k}
 
 
@@ -225,6 +233,7 @@ class ClassifierMatcher(ExpertMatcher):
         return proba[:, : len(self.experts)]
 
     def settings(self) -> dict[str, Any]:
+        """Constructor settings for saving (``C``)."""
         return {"C": self.C}
 
 

@@ -184,6 +184,7 @@ class RouterTrainingReport:
     min_match_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
         return dict(self.__dict__)
 
     def summary(self) -> str:

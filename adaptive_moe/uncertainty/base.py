@@ -90,6 +90,7 @@ class MaxSequenceProbability(_LogScale):
     name = "max_sequence_prob"
 
     def score(self, signals: Any) -> float:
+        """The probability of the whole answer, exp(sum of chosen-token log-probs)."""
         lp = _logprobs(signals)
         return float(lp.sum()) if lp.size else EMPTY_ANSWER_SCORE
 
@@ -100,6 +101,7 @@ class MeanTokenLogProb(_LogScale):
     name = "mean_logprob"
 
     def score(self, signals: Any) -> float:
+        """The mean chosen-token log-probability."""
         lp = _logprobs(signals)
         return float(lp.mean()) if lp.size else EMPTY_ANSWER_SCORE
 
@@ -110,6 +112,7 @@ class MeanTokenEntropy(_LogScale):
     name = "mean_entropy"
 
     def score(self, signals: Any) -> float:
+        """Minus the mean per-step entropy (higher = more confident)."""
         _logprobs(signals)
         ent = np.asarray(signals.token_entropies, dtype=np.float64)
         return float(-ent.mean()) if ent.size else EMPTY_ANSWER_SCORE
@@ -121,6 +124,7 @@ class MinTokenProbability(_LogScale):
     name = "min_token_prob"
 
     def score(self, signals: Any) -> float:
+        """The smallest chosen-token probability."""
         lp = _logprobs(signals)
         return float(lp.min()) if lp.size else EMPTY_ANSWER_SCORE
 
@@ -131,9 +135,11 @@ class Perplexity(ConfidenceEstimator):
     name = "perplexity"
 
     def to_confidence(self, raw: np.ndarray) -> np.ndarray:
+        """Raw scores (minus perplexity) -> [0, 1] by 1 / perplexity."""
         return 1.0 / np.maximum(-np.asarray(raw, dtype=np.float64), 1.0)  # 1 / perplexity
 
     def score(self, signals: Any) -> float:
+        """Minus the perplexity of the answer."""
         lp = _logprobs(signals)
         return float(-math.exp(min(-lp.mean(), 50.0))) if lp.size else EMPTY_ANSWER_SCORE
 

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import InvalidInputError, missing_dependency
 from ..utils.registry import Registry
-from ..utils.validation import as_labels
+from ..utils.validation import as_finite, as_labels
 
 __all__ = [
     "Calibrator",
@@ -62,23 +62,7 @@ _FORMAT_VERSION = 1
 
 
 def _as_scores(values: Any, name: str, *, allow_scalar: bool = False) -> np.ndarray:
-    """``values`` as a float64 array of finite numbers; 1-D unless ``allow_scalar`` (then any shape)."""
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"{name}: expected numbers, got {type(values).__name__}") from None
-    if not allow_scalar and arr.ndim != 1:
-        raise InvalidInputError(f"{name}: expected a 1-D sequence of numbers, got shape {arr.shape}")
-    if arr.size == 0:
-        raise InvalidInputError(f"{name}: empty; need at least one value")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        where = np.flatnonzero(bad.ravel())
-        raise InvalidInputError(
-            f"{name}: {where.size} value(s) are NaN or infinite (first at index {int(where[0])}: "
-            f"{arr.ravel()[where[0]]}); scores must be finite"
-        )
-    return arr
+    return as_finite(values, name, allow_scalar=allow_scalar)
 
 
 def _check_pair(scores: Any, correct: Any, score_name: str = "scores") -> tuple[np.ndarray, np.ndarray]:
@@ -214,6 +198,7 @@ class IdentityCalibrator(Calibrator):
 
     @property
     def is_fitted(self) -> bool:
+        """Whether :meth:`fit` has run."""
         return True
 
     def _fit(self, scores: np.ndarray, correct: np.ndarray) -> None:
@@ -240,6 +225,7 @@ class IsotonicCalibrator(Calibrator):
 
     @property
     def is_fitted(self) -> bool:
+        """Whether :meth:`fit` has run."""
         return self.x_knots is not None
 
     def _fit(self, scores: np.ndarray, correct: np.ndarray) -> None:
@@ -285,6 +271,7 @@ class PlattCalibrator(Calibrator):
 
     @property
     def is_fitted(self) -> bool:
+        """Always true: the identity needs no fit."""
         return self.slope is not None
 
     def _fit(self, scores: np.ndarray, correct: np.ndarray) -> None:

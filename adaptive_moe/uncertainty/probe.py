@@ -69,9 +69,11 @@ class HiddenStateProbe(ConfidenceEstimator):
 
     @property
     def is_fitted(self) -> bool:
+        """Whether :meth:`fit` has run."""
         return self._coef is not None
 
     def features(self, signals: Any) -> np.ndarray:
+        """The probe's input row for one answer: the hidden state and the weighted answer statistics."""
         hidden = getattr(signals, self.source, None)
         if hidden is None:
             raise InvalidInputError(f"the probe reads {self.source!r}, which these signals do not carry")
@@ -79,6 +81,7 @@ class HiddenStateProbe(ConfidenceEstimator):
         return np.concatenate([x, answer_statistics(signals)]) if self.with_answer else x
 
     def fit(self, signals: Sequence[Any], correct: Sequence[bool]) -> HiddenStateProbe:
+        """Fit the logistic regression on answers labelled right or wrong; returns ``self``."""
         from sklearn.linear_model import LogisticRegression
 
         x = np.stack([self.features(s) for s in signals]) if len(signals) else np.zeros((0, 0))
@@ -99,9 +102,11 @@ class HiddenStateProbe(ConfidenceEstimator):
         return self
 
     def score(self, signals: Any) -> float:
+        """The probe's probability that this answer is right."""
         return float(self.score_batch([signals])[0])
 
     def score_batch(self, signals: Sequence[Any]) -> np.ndarray:
+        """The probe's probability of being right, for many answers at once."""
         if not self.is_fitted:
             raise ModelBusyError("the probe is not trained; fit it (train_router) or load a saved router")
         x = np.stack([self.features(s) for s in signals])
@@ -113,6 +118,7 @@ class HiddenStateProbe(ConfidenceEstimator):
         return ((x - self._mean) / self._scale) @ self._coef + self._intercept
 
     def state_dict(self) -> dict[str, Any]:
+        """JSON-ready weights and settings (no pickle)."""
         state = {"source": self.source, "with_answer": self.with_answer, "C": self.C, "seed": self.seed,
                  "answer_weight": self.answer_weight}  # fmt: skip
         if self.is_fitted:
@@ -121,6 +127,7 @@ class HiddenStateProbe(ConfidenceEstimator):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` wrote."""
         self.__init__(state.get("source", "query_hidden"), state.get("with_answer", True), state.get("C", 0.03),
                       state.get("seed", 0), state.get("answer_weight", 3.0))  # fmt: skip
         if "coef" in state:

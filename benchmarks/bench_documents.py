@@ -1,0 +1,234 @@
+"""Experts from documents no one tuned the extractor to (issue 15): the reader-question protocol.
+
+The corpus (``benchmarks/corpus/``) holds twelve short invented documents of different genres, six for
+development (``dev/``) and six for the report (``test/``), each with 18-21 reader questions worded
+unlike the document and written before anyone looked at the extractor. For every document of a split,
+through the public API as a new user would: ``moe.create_expert(name, documents=[path])`` on one
+system that keeps every expert it admits; then every reader question of the split through
+``moe.generate`` with all the experts registered, and a held-out slice of the general check set before
+and after. Reported per document:
+
+- coverage: share of the questions whose gold answer is among the answers the expert was trained on;
+- learning: accuracy on the covered questions;
+- routing: share of the questions sent to this document's expert (top expert of an ``expert`` route);
+- accuracy: share answered right; an answer is right when it contains a gold answer and has at most
+  20 words (an expert that recites its passage is not answering);
+- admitted, creation time, and the training set's counts;
+
+and for the general questions: right before, right after, lost, and the share sent to any expert.
+
+    python benchmarks/bench_documents.py --split test                 # the report (about 30 min on 2 cores)
+    python benchmarks/bench_documents.py --split dev --docs 2         # a quick development look
+    python benchmarks/bench_documents.py --tiny --docs 1 --out /tmp/d # the plumbing, on a tiny random model
+
+Writes ``documents_<split>_<approach>.{json,md}`` under ``--out`` (default: benchmarks/results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if not __package__:  # run as `python benchmarks/bench_documents.py`: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from adaptive_moe import AdaptiveMoE, AdaptiveMoEConfig
+from adaptive_moe.creation import general_knowledge_questions
+from adaptive_moe.creation.data import build_training_data
+from adaptive_moe.evaluation.scoring import get_scorer
+from benchmarks.common import add_run_arguments, command_line, load_base, machine_info, say, write_json_and_markdown
+
+CORPUS = Path(__file__).resolve().parent / "corpus"
+SPLITS = ("dev", "test")
+MAX_ANSWER_WORDS = 20
+#: how the expert is made from its documents; each approach is a set of config changes
+APPROACHES: dict[str, dict[str, Any]] = {
+    "rules": {},  # today's default: rule-based questions, restatements and sentences (creation/qa_rules.py)
+}
+
+
+def load_corpus(split: str) -> list[dict[str, Any]]:
+    """The documents of ``split`` (``dev``, ``test`` or ``all``) with their reader questions, by name."""
+    splits = SPLITS if split == "all" else (split,)
+    docs = []
+    for s in splits:
+        for spec in sorted((CORPUS / s).glob("*.json")):
+            data = json.loads(spec.read_text(encoding="utf-8"))
+            docs.append({"name": spec.stem, "split": s, "genre": data["genre"], "path": spec.parent / data["document"],
+                         "questions": [(q, list(g)) for q, g in data["questions"]]})  # fmt: skip
+    return docs
+
+
+def is_right(answer: str, golds: list[str], judge) -> bool:
+    """Contains a gold answer and is short: the protocol's notion of a right answer."""
+    return len(answer.split()) <= MAX_ANSWER_WORDS and bool(judge.score(answer, golds))
+
+
+def covered(golds: list[str], trained_answers: list[str], judge) -> bool:
+    """Whether a gold answer is among the answers the expert was trained on."""
+    return any(judge.score(a, golds) for a in trained_answers)
+
+
+def general_slice(n: int) -> list[tuple[str, list[str]]]:
+    """``n`` questions of the shipped check set, odd-numbered first (the shipped router was fitted on the
+    even-numbered ones)."""
+    rows = list(enumerate(general_knowledge_questions()))
+    rows = sorted(rows, key=lambda item: (item[0] % 2 == 0, item[0]))[:n]
+    return [(q, list(a)) for _, (q, a) in sorted(rows)]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Create one expert per document of the split, then ask every question; returns the result."""
+    torch.set_num_threads(args.threads)
+    judge = get_scorer("contains")
+    docs = load_corpus(args.split)[: args.docs or None]
+    general = general_slice(8 if args.tiny and not args.general else args.general)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench_documents_") as tmp:
+        work = Path(tmp)
+        base, _ = load_base(args.tiny, work)
+        changes = {"gaps.enabled": False, **APPROACHES[args.approach]}
+        if args.tiny:
+            changes.update({"creation.lora.min_steps": 0, "creation.lora.epochs": 1.0,
+                            "creation.forced_general_questions": 4})  # fmt: skip
+        cfg = AdaptiveMoEConfig().replace(workspace=str(work / "workspace"), **changes)
+        gen = {"max_new_tokens": args.max_new_tokens}
+        with AdaptiveMoE(cfg, base=base) as moe:
+            say(f"{len(general)} general questions before any expert", "documents")
+            before = moe.generate([q for q, _ in general], record_gaps=False, **gen)
+            per_doc: dict[str, dict[str, Any]] = {}
+            for doc in docs:
+                say(f"create_expert {doc['name']} ({doc['genre']})", "documents")
+                t = time.perf_counter()
+                result = moe.create_expert(doc["name"], documents=[str(doc["path"])], progress=False)
+                seconds = time.perf_counter() - t
+                data = build_training_data([str(doc["path"])], restatements=cfg.creation.restatements,
+                                           heldout_fraction=cfg.creation.heldout_fraction)  # fmt: skip
+                trained = [a for _, a in data.qa_pairs] + [a for _, golds in data.heldout for a in golds]
+                per_doc[doc["name"]] = {"genre": doc["genre"], "admitted": result.admitted,
+                                        "creation_s": seconds, "timings": result.timings, "data": result.data,
+                                        "reasons": result.reasons, "metrics": result.metrics,
+                                        "trained_answers": trained}  # fmt: skip
+            say("every reader question with all the experts registered", "documents")
+            questions = [(doc["name"], q, g) for doc in docs for q, g in doc["questions"]]
+            outs = moe.generate([q for _, q, _ in questions], record_gaps=False, **gen)
+            say("general questions with all the experts registered", "documents")
+            after = moe.generate([q for q, _ in general], record_gaps=False, **gen)
+    rows = []
+    for (name, q, golds), out in zip(questions, outs, strict=True):
+        top = max(out.experts, key=lambda e: e[1])[0] if out.experts else None
+        rows.append({"doc": name, "question": q, "gold": golds, "answer": out.text, "route": out.route,
+                     "expert": top, "routed": out.route == "expert" and top == name,
+                     "covered": covered(golds, per_doc[name]["trained_answers"], judge),
+                     "right": is_right(out.text, golds, judge)})  # fmt: skip
+    for name, d in per_doc.items():
+        mine = [r for r in rows if r["doc"] == name]
+        cov = [r for r in mine if r["covered"]]
+        d["questions"] = len(mine)
+        d["coverage"] = _share(r["covered"] for r in mine)
+        d["learning"] = _share(r["right"] for r in cov) if cov else None
+        d["routing"] = _share(r["routed"] for r in mine)
+        d["accuracy"] = _share(r["right"] for r in mine)
+        d.pop("trained_answers")
+    g_before = [is_right(o.text, g, judge) for o, (_, g) in zip(before, general, strict=True)]
+    g_after = [is_right(o.text, g, judge) for o, (_, g) in zip(after, general, strict=True)]
+    general_result = {
+        "n": len(general), "right_before": sum(g_before), "right_after": sum(g_after),
+        "lost": sum(b and not a for b, a in zip(g_before, g_after, strict=True)),
+        "gained": sum(a and not b for b, a in zip(g_before, g_after, strict=True)),
+        "sent_to_experts": _share(o.route in ("expert", "abstain") for o in after),
+        "rows": [{"question": q, "before": b.text, "after": a.text, "route_after": a.route, "right_before": rb,
+                  "right_after": ra} for (q, _), b, a, rb, ra in zip(general, before, after, g_before, g_after,
+                                                                      strict=True)],
+    }  # fmt: skip
+    return {"machine": machine_info(args.threads), "command": command_line(__file__, args.argv),
+            "settings": {"split": args.split, "approach": args.approach, "tiny": args.tiny, "docs": len(docs),
+                         "max_new_tokens": args.max_new_tokens, "max_answer_words": MAX_ANSWER_WORDS},
+            "documents": per_doc, "general": general_result, "rows": rows,
+            "elapsed_s": time.perf_counter() - started}  # fmt: skip
+
+
+def _share(flags) -> float:
+    flags = list(flags)
+    return sum(bool(f) for f in flags) / len(flags) if flags else 0.0
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
+def write_report(r: dict[str, Any], out: Path) -> Path:
+    """``documents_<split>_<approach>.{json,md}`` under ``out``; returns the Markdown's path."""
+    s, g = r["settings"], r["general"]
+    name = f"documents_{s['split']}_{s['approach']}" + ("_tiny" if s["tiny"] else "")
+    docs = r["documents"]
+    lines = [
+        f"# Experts from documents: {s['split']} split, approach `{s['approach']}`",
+        "",
+        f"`{r['command']}` on {r['machine']['date']}, {r['machine']['cpus']} CPUs, {r['machine']['threads']} threads, "
+        f"torch {r['machine']['torch']}; {r['elapsed_s'] / 60:.1f} min. An answer is right when it contains a gold "
+        f"answer and has at most {s['max_answer_words']} words.",
+        "",
+        "| document | genre | admitted | coverage | learning | routing | accuracy | creation (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n, d in docs.items():
+        cells = [n, d["genre"], "yes" if d["admitted"] else "no", _pct(d["coverage"]), _pct(d["learning"]),
+                 _pct(d["routing"]), _pct(d["accuracy"]), f"{d['creation_s']:.0f}"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    if docs:
+        mean = {k: sum(d[k] or 0 for d in docs.values()) / len(docs) for k in ("coverage", "routing", "accuracy")}
+        admitted = sum(d["admitted"] for d in docs.values())
+        seconds = sum(d["creation_s"] for d in docs.values()) / len(docs)
+        cells = ["**mean**", "", f"{admitted}/{len(docs)}", f"{mean['coverage']:.2f}", "", f"{mean['routing']:.2f}",
+                 f"**{mean['accuracy']:.2f}**", f"{seconds:.0f}"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"General questions ({g['n']}, held out from the shipped router's fit): right before {g['right_before']}, "
+        f"after {g['right_after']} with all the experts registered; **lost {g['lost']}**, gained {g['gained']}; "
+        f"sent to an expert {g['sent_to_experts']:.2f}.",
+        "",
+        "## Wrong answers",
+        "",
+        "| document | question | gold | answer | route | covered |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        if not row["right"]:
+            answer = row["answer"].replace("|", "/").replace("\n", " ")[:120]
+            route = row["route"] + (f" -> {row['expert']}" if row["expert"] else "")
+            cells = [row["doc"], row["question"], " / ".join(row["gold"]), answer, route, str(row["covered"])]
+            lines.append("| " + " | ".join(cells) + " |")
+    write_json_and_markdown(out, name, r, lines)
+    return out / f"{name}.md"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the protocol and print the report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--split", choices=(*SPLITS, "all"), default="test")
+    parser.add_argument("--approach", choices=sorted(APPROACHES), default="rules")
+    parser.add_argument("--docs", type=int, default=0, help="only the first N documents of the split (0: all)")
+    parser.add_argument("--general", type=int, default=60, help="general questions before and after (60)")
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument(
+        "--tiny", action="store_true", help="a tiny random model: checks the plumbing, numbers are noise"
+    )
+    add_run_arguments(parser)
+    args = parser.parse_args(argv)
+    args.argv = argv
+    path = write_report(run(args), Path(args.out))
+    print(path.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
