@@ -39,7 +39,7 @@ if not __package__:  # run as `python benchmarks/bench_documents.py`: make the `
 
 import torch
 
-from adaptive_moe import AdaptiveMoE, AdaptiveMoEConfig
+from adaptive_moe import AdaptiveMoE, AdaptiveMoEConfig, AdaptiveMoEError
 from adaptive_moe.creation import general_knowledge_questions
 from adaptive_moe.creation.data import build_training_data
 from adaptive_moe.evaluation.scoring import get_scorer
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     judge = get_scorer("contains")
     docs = load_corpus(args.split)[: args.docs or None]
-    general = general_slice(8 if args.tiny and not args.general else args.general)
+    general = general_slice(args.general if args.general is not None else (8 if args.tiny else 60))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_documents_") as tmp:
         work = Path(tmp)
@@ -107,14 +107,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for doc in docs:
                 say(f"create_expert {doc['name']} ({doc['genre']})", "documents")
                 t = time.perf_counter()
-                result = moe.create_expert(doc["name"], documents=[str(doc["path"])], progress=False)
+                try:
+                    result = moe.create_expert(doc["name"], documents=[str(doc["path"])], progress=False)
+                    outcome = {"admitted": result.admitted, "timings": result.timings, "data": result.data,
+                               "reasons": result.reasons, "metrics": result.metrics, "error": None}  # fmt: skip
+                except AdaptiveMoEError as e:  # what a user would see: a clear refusal, no expert
+                    outcome = {"admitted": False, "error": str(e), "reasons": [], "metrics": {}, "data": {}}
+                    say(f"  refused: {e}", "documents")
                 seconds = time.perf_counter() - t
-                data = build_training_data([str(doc["path"])], restatements=cfg.creation.restatements,
-                                           heldout_fraction=cfg.creation.heldout_fraction)  # fmt: skip
-                trained = [a for _, a in data.qa_pairs] + [a for _, golds in data.heldout for a in golds]
-                per_doc[doc["name"]] = {"genre": doc["genre"], "admitted": result.admitted,
-                                        "creation_s": seconds, "timings": result.timings, "data": result.data,
-                                        "reasons": result.reasons, "metrics": result.metrics,
+                try:
+                    data = build_training_data([str(doc["path"])], restatements=cfg.creation.restatements,
+                                               heldout_fraction=cfg.creation.heldout_fraction)  # fmt: skip
+                    trained = [a for _, a in data.qa_pairs] + [a for _, golds in data.heldout for a in golds]
+                except AdaptiveMoEError:
+                    trained = []
+                per_doc[doc["name"]] = {"genre": doc["genre"], "creation_s": seconds, **outcome,
                                         "trained_answers": trained}  # fmt: skip
             say("every reader question with all the experts registered", "documents")
             questions = [(doc["name"], q, g) for doc in docs for q, g in doc["questions"]]
@@ -217,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=(*SPLITS, "all"), default="test")
     parser.add_argument("--approach", choices=sorted(APPROACHES), default="rules")
     parser.add_argument("--docs", type=int, default=0, help="only the first N documents of the split (0: all)")
-    parser.add_argument("--general", type=int, default=60, help="general questions before and after (60)")
+    parser.add_argument("--general", type=int, default=None, help="general questions before and after (60)")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument(
         "--tiny", action="store_true", help="a tiny random model: checks the plumbing, numbers are noise"
