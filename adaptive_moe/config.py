@@ -405,6 +405,17 @@ class CreationConfig(_Section):
     forced_general_questions: int = _f(
         48, help="general questions answered with a new expert forced on (what a misrouted query gets)", ge=0
     )
+    method: str = _f(
+        "rules",
+        help="how an expert learns its documents: 'rules' (rule-made question-answer pairs, answered from memory) "
+        "or 'retrieval' (it also keeps an index of its documents' passages, reads the nearest ones before "
+        "answering, is trained to answer from them, and cites them)",
+        choices=("rules", "retrieval"),
+    )
+    retrieval_top_k: int = _f(3, help="passages a 'retrieval' expert reads before it answers", ge=1, le=10)
+    retrieval_max_length: int = _f(
+        320, help="longest training example in tokens for a 'retrieval' expert (passages make them long)", ge=32
+    )
 
 
 @dataclass

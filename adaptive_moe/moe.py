@@ -165,17 +165,22 @@ class AdaptiveMoE:
         questions: Sequence[str] | None = None,
         new_version: bool = False,
         metrics: dict[str, Any] | None = None,
+        kind: str = "lora",
+        extra: dict[str, Any] | None = None,
     ):
         """Register a PEFT LoRA adapter as expert ``name`` (checked against the base) and teach the
         router's matcher what it covers: ``questions`` it answers (kept on the card), else its
-        ``domain`` description. Returns the :class:`~adaptive_moe.experts.ExpertCard`."""
+        ``domain`` description. ``kind`` names the expert class that loads it (``"retrieval"``: the
+        folder also holds a passage index); ``extra`` goes on the card. Returns the
+        :class:`~adaptive_moe.experts.ExpertCard`."""
         examples = [q for q in (questions or []) if isinstance(q, str) and q.strip()]
         if questions is not None and not examples:
             raise InvalidInputError("questions: give at least one non-empty example question the expert answers")
         if not examples and not domain.strip():
             raise InvalidInputError(f"expert {name!r}: give example questions or a domain description for matching")
         card = self.experts.import_adapter(adapter_dir, name, domain=domain, base=self.base, metrics=metrics,
-                                           new_version=new_version, extra={"example_questions": examples})  # fmt: skip
+                                           new_version=new_version, kind=kind,
+                                           extra={**(extra or {}), "example_questions": examples})  # fmt: skip
         self.teach_router(name, examples or [domain])
         return card
 

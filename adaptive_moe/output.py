@@ -137,12 +137,17 @@ def expert_output(prompt: Any, decision: Any, tried: list, floor: float, base_si
                          base_text=getattr(base_signals, "text", None), candidates=candidates)  # fmt: skip
     answer, conf, _ = chosen
     pieces = token_pieces(tokenizer, answer.signals.token_ids)
-
     tokens = [TokenAttribution(p, t, dict(w)) for p, t, w in
               zip(pieces, answer.signals.token_ids, answer.token_weights, strict=True)]  # fmt: skip
+    citations = list(getattr(answer.signals, "citations", None) or [])
+    supported = getattr(answer.signals, "supported", None) if citations else None
+    if supported is False:
+        flagged = True
+        reason += "; no passage of the expert's documents supports this answer"
     attribution = Attribution(route="expert", tokens=tokens, base_confidence=decision.confidence,
                               expert_confidence={n: conf for n, _ in answer.experts}, reason=reason,
-                              cache=cache, strategy=answer.strategy)  # fmt: skip
+                              cache=cache, strategy=answer.strategy, citations=citations,
+                              supported=supported)  # fmt: skip
     return MoEOutput(prompt=prompt, text=answer.signals.text, route="expert", confidence=decision.confidence,
                      expert_confidence=conf, experts=list(answer.experts), attribution=attribution, cache=cache,
                      reason=reason, flagged=flagged, base_text=getattr(base_signals, "text", None),

@@ -50,7 +50,8 @@ SPLITS = ("dev", "test")
 MAX_ANSWER_WORDS = 20
 #: how the expert is made from its documents; each approach is a set of config changes
 APPROACHES: dict[str, dict[str, Any]] = {
-    "rules": {},  # today's default: rule-based questions, restatements and sentences (creation/qa_rules.py)
+    "rules": {"creation.method": "rules"},  # rule-made questions, restatements, sentences (creation/qa_rules.py)
+    "retrieval": {"creation.method": "retrieval"},  # + a passage index, trained to answer from it (RAFT)
 }
 
 

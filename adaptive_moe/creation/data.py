@@ -29,9 +29,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from ..documents import Source, load_documents, markdown_to_text, split_passages, split_sentences
 from ..errors import InvalidInputError
 from ..evaluation.scoring import normalize_answer
-from .documents import Source, load_documents, markdown_to_text, split_passages, split_sentences
 from .qa_rules import MAX_ANSWER_WORDS, Fact, extract_facts
 
 __all__ = ["Fact", "TrainingData", "build_training_data"]

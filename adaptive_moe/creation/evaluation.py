@@ -187,6 +187,8 @@ def evaluate_candidate(
     forced_general: int = 48,
     scorer: str = "contains",
     progress: bool = True,
+    kind: str = "lora",
+    extra: dict[str, Any] | None = None,
 ) -> AdmissionReport:
     """Measure a trained adapter as expert ``name`` of ``moe`` (an :class:`~adaptive_moe.AdaptiveMoE`)
     before it is registered, and decide whether to admit it.
@@ -199,7 +201,7 @@ def evaluate_candidate(
     from a cache keyed by its fingerprint and settings), and a sample with the expert forced on.
     """
     from ..experts.card import ExpertCard
-    from ..experts.expert import LoRAExpert
+    from ..experts.expert import expert_class
     from ..model.bundled import cache_root
     from ..routing import Query
     from ..routing.training import label_base_answers, signals_from_row
@@ -220,8 +222,9 @@ def evaluate_candidate(
     before = moe.router.route_batch(queries)
     answers_before = [o.text for o in moe.complete(g_questions, before, base_signals)]
 
-    card = ExpertCard(name=name, domain="candidate", base_fingerprint=moe.base.fingerprint, base_name=moe.base.name)
-    with _candidate_in(moe, LoRAExpert(card, adapter_dir), training_questions):
+    card = ExpertCard(name=name, domain="candidate", kind=kind, base_fingerprint=moe.base.fingerprint,
+                      base_name=moe.base.name, extra=dict(extra or {}))  # fmt: skip
+    with _candidate_in(moe, expert_class(kind)(card, adapter_dir), training_questions):
         # the expert forced on: held-out domain accuracy, its confidence calibrator, a general sample
         sample = list(zip(g_questions, g_golds, strict=True))[: max(0, forced_general)]
         with moe.pool.acquire([name]) as [expert]:
@@ -305,13 +308,12 @@ class _candidate_in:  # a context manager: "with _candidate_in(moe, expert, ques
         # a new version of a registered expert stands in for the current one (the pool serves in-memory
         # experts first; the matcher's examples are replaced) until the block ends
         moe.pool.add(self.expert)
-        if hasattr(moe.router, "add_expert"):
-            moe.teach_router(name, self.questions, save=False)
+        moe.teach_router(name, self.questions, save=False)
         return self
 
     def __exit__(self, *exc) -> None:
         name = self.expert.name
-        if name in getattr(self.moe.router, "experts", []):
+        if name in self.moe.router.experts:
             self.moe.router.remove_expert(name)
         self.moe.pool.discard(name)
         self.moe.set_expert_calibrator(name, None)

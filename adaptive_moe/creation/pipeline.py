@@ -154,6 +154,19 @@ def create_expert(
             f"the documents gave no question to hold out for evaluation ({data.stats.get('facts', 0)} facts); "
             "add documents or pass heldout_questions="
         )
+    kind, extra, train_items, index = "lora", {}, list(data.train), None
+    if cfg.method == "retrieval" and documents is not None:
+        from ..model.encoders import make_embedder
+        from .retrieval import build_index, reading_examples
+
+        embedder = make_embedder("minilm")
+        index = build_index(documents, embedder)
+        # each question with the passages retrieval gives it (as at answer time), plus the documents' own
+        # restatements and sentences, which the LoRA also learns (a fallback when retrieval misses)
+        train_items = reading_examples(data.qa_pairs, index, embedder, cfg.retrieval_top_k) + data.documents
+        lora = lora.replace(max_length=max(lora.max_length, cfg.retrieval_max_length))
+        kind, extra = "retrieval", {"retrieval": {"top_k": cfg.retrieval_top_k, "passages": len(index.passages)}}
+        data.stats["passages"] = len(index.passages)
     timings["data"] = time.perf_counter() - t
     logger.info("expert %s: training data %s", name, json.dumps(data.stats))
 
@@ -174,7 +187,8 @@ def create_expert(
 
     adapter = work / "adapter"
     t = time.perf_counter()
-    if "train" in state["stages"] and (adapter / "adapter_model.safetensors").is_file():
+    index_ready = index is None or (adapter / "passages.json").is_file()
+    if "train" in state["stages"] and (adapter / "adapter_model.safetensors").is_file() and index_ready:
         resumed.append("train")
         logger.info("expert %s: resuming, the adapter trained by an earlier run is in %s", name, adapter)
     else:
@@ -182,16 +196,20 @@ def create_expert(
             shutil.rmtree(adapter)
         with moe.base.lock:
             moe.pool.clear()  # training attaches its own LoRA: the pool's experts come back on demand
-            train_lora(moe.base, data.train, adapter, lora=lora, progress=progress, generation=moe.config.generation)
+            train_lora(moe.base, train_items, adapter, lora=lora, progress=progress, generation=moe.config.generation)
+        if index is not None:
+            index.save(adapter)
         state["stages"].append("train")
         _write_state(work, state)
     timings["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
     training_questions = [q for q, _ in data.qa_pairs] or [domain or name]
+    if index is not None:  # the matcher learns the domain from every passage too, not only from questions
+        training_questions += [p.text for p in index.passages]
     report = evaluate_candidate(moe, name, adapter, data.heldout, training_questions=training_questions,
                                 general=general, forced_general=cfg.forced_general_questions,
-                                progress=progress)  # fmt: skip
+                                progress=progress, kind=kind, extra=extra)  # fmt: skip
     atomic_write_text(work / "evaluation.json", json.dumps(report.to_dict(), indent=1, default=str))
     timings["evaluate"] = time.perf_counter() - t
     logger.info("expert %s: %s", name, report)
@@ -201,7 +219,7 @@ def create_expert(
     if report.admitted:
         description = domain or _describe(data, name)
         card = moe.add_expert(adapter, name, domain=description, questions=training_questions,
-                              new_version=new_version, metrics=report.metrics())  # fmt: skip
+                              new_version=new_version, metrics=report.metrics(), kind=kind, extra=extra)  # fmt: skip
         resolved = moe.resolve_gaps(name)
         shutil.rmtree(work, ignore_errors=True)  # registered: the work folder has served
     timings["register"] = time.perf_counter() - t

@@ -5,6 +5,7 @@ from .expert import Expert, LoRAExpert, expert_class, read_adapter_layout, regis
 from .host import AdapterHost
 from .pool import ExpertPool, PoolStats
 from .registry import ExpertRegistry
+from .retrieval import PassageIndex, RetrievalExpert
 
 __all__ = [
     "AdapterHost",
@@ -13,7 +14,9 @@ __all__ = [
     "ExpertPool",
     "ExpertRegistry",
     "LoRAExpert",
+    "PassageIndex",
     "PoolStats",
+    "RetrievalExpert",
     "expert_class",
     "read_adapter_layout",
     "register_expert_kind",

@@ -215,6 +215,8 @@ class LoRAExpert(Expert):
     """
 
     kind = "lora"
+    #: the files of the expert's folder (besides ``expert.json``) that the registry stores
+    files: ClassVar[tuple[str, ...]] = ("adapter_config.json", SAFE_WEIGHTS, "adaptive_moe_training.json")
 
     def __init__(self, card: ExpertCard, path: str | Path, *, allow_pickle: bool = False) -> None:
         super().__init__(card, path)
@@ -311,7 +313,7 @@ class LoRAExpert(Expert):
         weights = self.weights_file
         if weights.name != SAFE_WEIGHTS:
             raise IncompatibleExpertError(f"expert {self.name!r} has pickled weights; use import_adapter to convert")
-        for name in ("adapter_config.json", SAFE_WEIGHTS, "adaptive_moe_training.json"):
+        for name in self.files:
             if (self.path / name).is_file():
                 shutil.copy2(self.path / name, Path(folder) / name)
 

@@ -189,8 +189,9 @@ class ExpertRegistry:
             def write(folder: Path) -> None:
                 shutil.copy2(adapter_dir / "adapter_config.json", folder / "adapter_config.json")
                 shutil.copy2(weights, folder / SAFE_WEIGHTS)
-                if (adapter_dir / _TRAINING_RECORD).is_file():
-                    shutil.copy2(adapter_dir / _TRAINING_RECORD, folder / _TRAINING_RECORD)
+                for extra_file in cls.files:  # the training record, and a kind's own files (a passage index)
+                    if extra_file not in ("adapter_config.json", SAFE_WEIGHTS) and (adapter_dir / extra_file).is_file():
+                        shutil.copy2(adapter_dir / extra_file, folder / extra_file)
 
             return self._write(card, write, new_version)
 

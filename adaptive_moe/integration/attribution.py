@@ -49,6 +49,11 @@ class Attribution:
         reason: the router's reason, plus what the integrator did (fallbacks, flags).
         cache: pool events of this answer (``hits``, ``misses``, ``evictions``, ``hotswaps``).
         strategy: the integrator that combined the experts (``select``, ``mixture``, ``merge``), if any.
+        citations: the passages of the experts' documents the answer rests on, best first: ``source``
+            (file), ``lines`` ([first, last], 1-based), ``score`` (cosine similarity to the question),
+            ``text`` and ``cite`` (``source:first-last``); empty when the answer did not come from passages.
+        supported: whether those passages contain the answer's words (``None`` without citations); an
+            answer no passage supports is flagged.
     """
 
     route: str
@@ -58,6 +63,8 @@ class Attribution:
     reason: str = ""
     cache: dict[str, int] = field(default_factory=dict)
     strategy: str | None = None
+    citations: list[dict[str, Any]] = field(default_factory=list)
+    supported: bool | None = None
 
     @classmethod
     def single(cls, source: str, tokenizer, token_ids: Sequence[int], **fields_: Any) -> Attribution:
@@ -87,6 +94,8 @@ class Attribution:
             "expert_confidence": dict(self.expert_confidence),
             "reason": self.reason,
             "cache": dict(self.cache),
+            "citations": [dict(c) for c in self.citations],
+            "supported": self.supported,
             "tokens": [t.to_dict() for t in self.tokens],
         }
 
@@ -99,7 +108,16 @@ class Attribution:
                  f"base confidence {conf}; expert confidence: {experts}"]  # fmt: skip
         if self.reason:
             lines.append(f"reason: {self.reason}")
+        lines += self._citation_lines()
         return "\n".join(lines)
+
+    def _citation_lines(self) -> list[str]:
+        if not self.citations:
+            return []
+        lines = [f"from {c['cite']} (score {c['score']:.2f}): {c['text']}" for c in self.citations]
+        if self.supported is False:
+            lines.append("no passage supports this answer")
+        return lines
 
     def _repr_html_(self) -> str:
         names = sorted(self.sources, key=lambda n: (n != BASE, n))
@@ -114,7 +132,11 @@ class Attribution:
         legend = " ".join(f'<span style="background:{colour[n]};padding:0 4px;border-radius:3px">{html.escape(n)} '
                           f"{self.sources[n]:.0%}</span>" for n in names)  # fmt: skip
         body = f'<div style="font-family:monospace;white-space:pre-wrap">{"".join(spans)}</div>'
-        return body + f'<div style="font-size:smaller;margin-top:4px">{legend} · {html.escape(self.reason)}</div>'
+        cites = "".join(f"<li>{html.escape(line)}</li>" for line in self._citation_lines())
+        cites = f'<ul style="font-size:smaller;margin:4px 0">{cites}</ul>' if cites else ""
+        return (
+            body + f'<div style="font-size:smaller;margin-top:4px">{legend} · {html.escape(self.reason)}</div>' + cites
+        )
 
 
 def token_pieces(tokenizer, token_ids: Sequence[int]) -> list[str]:

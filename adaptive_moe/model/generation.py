@@ -69,6 +69,9 @@ class GenerationSignals:
         finish_reason: ``"eos"``, ``"stop"`` (a stop string) or ``"length"`` (max_new_tokens reached).
         prompt_tokens: prompt length in tokens after templating (and truncation).
         truncated: the prompt was cut from the left to fit the context.
+        citations: the passages an expert that reads its documents answered from (source, lines, score,
+            text, cite), best first; ``None`` for everything else.
+        supported: whether those passages back the answer's words (``None`` without citations).
     """
 
     prompt: Prompt
@@ -82,6 +85,8 @@ class GenerationSignals:
     prompt_tokens: int
     truncated: bool = False
     query_hidden: torch.Tensor | None = None
+    citations: list[dict[str, Any]] | None = None
+    supported: bool | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -100,6 +105,9 @@ class GenerationSignals:
             "prompt_tokens": self.prompt_tokens,
             "truncated": self.truncated,
         }
+        if self.citations is not None:
+            out["citations"] = [dict(c) for c in self.citations]
+            out["supported"] = self.supported
         if hidden:
             out["prompt_hidden"] = self.prompt_hidden.tolist()
             out["prompt_hidden_mean"] = self.prompt_hidden_mean.tolist()

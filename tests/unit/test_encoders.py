@@ -14,8 +14,8 @@ from adaptive_moe.errors import (
     MissingDependencyError,
     UnknownNameError,
 )
-from adaptive_moe.routing import encoders
-from adaptive_moe.routing.encoders import (
+from adaptive_moe.model import encoders
+from adaptive_moe.model.encoders import (
     EMBEDDERS,
     BaseModelEmbedder,
     Embedder,

@@ -38,7 +38,7 @@ from ..errors import (
 from ..utils.registry import Registry
 
 if TYPE_CHECKING:
-    from ..model.loading import BaseModel
+    from .loading import BaseModel
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class MiniLMEmbedder(Embedder):
     name = "minilm"
 
     def __init__(self, device: str | torch.device = "cpu"):
-        from ..model.loading import resolve_device
+        from .loading import resolve_device
 
         self.folder = find_minilm()
         self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)

@@ -1,0 +1,33 @@
+"""Training data for a retrieval expert (``creation.method: retrieval``), in the manner of RAFT: each
+question-answer pair is shown with the passages the expert's index returns for the question (the
+passage that holds the answer when retrieval finds it, and the distractors it finds with it), so the
+LoRA learns to answer from what it reads at answer time, in the very prompt format it will see."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..documents import load_passages
+from ..experts.retrieval import PassageIndex, context_prompt
+
+
+def build_index(documents: Any, embedder: Any = None) -> PassageIndex:
+    """The passages of ``documents`` embedded with ``embedder`` (default: the shipped MiniLM)."""
+    if embedder is None:
+        from ..model.encoders import make_embedder
+
+        embedder = make_embedder("minilm")
+    return PassageIndex.build(load_passages(documents), embedder)
+
+
+def reading_examples(qa_pairs: list[tuple[str, str]], index: PassageIndex, embedder: Any,
+                     top_k: int) -> list[tuple[str, str]]:  # fmt: skip
+    """``(passages + question, answer)`` pairs: each question with its ``top_k`` retrieved passages."""
+    if not qa_pairs:
+        return []
+    vectors = np.asarray(embedder.encode([q for q, _ in qa_pairs]))
+    hits = index.search(vectors, top_k)
+    return [(context_prompt(q, [index.passages[i].text for i, _ in row]), a)
+            for (q, a), row in zip(qa_pairs, hits, strict=True)]  # fmt: skip

@@ -1,0 +1,203 @@
+"""A LoRA expert that answers from passages of its own documents, and says which.
+
+The expert folder is a plain PEFT adapter folder plus two files: ``passages.json`` (each passage's text,
+source file and line span) and ``passages.safetensors`` (their MiniLM embeddings). At answer time the
+expert embeds the question, takes its ``top_k`` nearest passages, puts them in front of the question
+(:func:`context_prompt`: the same format its LoRA was trained on) and answers; each answer's signals
+carry the passages as :attr:`~adaptive_moe.model.generation.GenerationSignals.citations` (source, lines,
+score, text), which the facade puts in ``MoEOutput.attribution``.
+
+A plain PEFT loader can still load the adapter alone; it then answers without its passages.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import GenerationConfig
+from ..documents import Passage
+from ..errors import CorruptExpertError, InvalidInputError, ModelBusyError
+from ..model.generation import Prompt, normalize_prompts
+from ..utils.io import atomic_write_text
+from .expert import LoRAExpert, register_expert_kind
+
+__all__ = ["INDEX_FILE", "PassageIndex", "RetrievalExpert", "context_prompt", "supported_by", "with_context"]
+
+INDEX_FILE = "passages.json"
+EMBEDDINGS_FILE = "passages.safetensors"
+DEFAULT_TOP_K = 3
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_STOP = frozenset(
+    ("a", "an", "the", "of", "in", "on", "at", "to", "for", "by", "with", "from", "and", "or", "is", "are", "was",
+     "were", "be", "been", "it", "its", "this", "that", "as", "than", "into", "about", "after", "before", "over",
+     "under", "up", "down", "out", "who", "what", "when", "where", "which", "how", "why", "whom", "whose")
+)  # fmt: skip
+
+
+def context_prompt(question: str, passages: list[str]) -> str:
+    """The user message a retrieval expert sees: numbered passages, then the question."""
+    shown = "\n".join(f"[{i}] {p}" for i, p in enumerate(passages, 1))
+    return f"Passages:\n{shown}\n\nQuestion: {question}\nAnswer in a few words, from the passages."
+
+
+def with_context(prompt: Prompt, passages: list[str]) -> Prompt:
+    """``prompt`` (a string or chat messages) with ``passages`` put in front of its (last) user message."""
+    if isinstance(prompt, str):
+        return context_prompt(prompt, passages)
+    messages = [dict(m) for m in prompt]
+    for m in reversed(messages):
+        if m.get("role") == "user":
+            m["content"] = context_prompt(str(m.get("content", "")), passages)
+            break
+    return messages
+
+
+def _query_text(prompt: Prompt) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    users = [m.get("content", "") for m in prompt if m.get("role") == "user"]
+    return str(users[-1] if users else prompt[-1].get("content", ""))
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in (m.group().lower() for m in _WORD.finditer(text)) if w not in _STOP}
+
+
+def supported_by(answer: str, passages: list[str], min_share: float = 0.5) -> bool:
+    """Whether the passages back the answer: at least ``min_share`` of the answer's content words (and
+    every number in it) appear in them. An answer with no content word is not supported."""
+    words = _content_words(answer)
+    if not words:
+        return False
+    seen = set().union(*(_content_words(p) for p in passages)) if passages else set()
+    numbers = {w for w in words if any(c.isdigit() for c in w)}
+    return len(words & seen) / len(words) >= min_share and numbers <= seen
+
+
+@dataclass
+class PassageIndex:
+    """Passages with unit-length embeddings, searched by cosine similarity."""
+
+    passages: list[Passage]
+    embeddings: np.ndarray  # (n, dim) float32, unit rows
+    encoder: str = "minilm"
+
+    @classmethod
+    def build(cls, passages: list[Passage], embedder: Any, encoder: str = "minilm") -> PassageIndex:
+        """Embed ``passages`` (their :attr:`~adaptive_moe.documents.Passage.text`) with ``embedder``."""
+        if not passages:
+            raise InvalidInputError("a passage index needs at least one passage")
+        vectors = np.asarray(embedder.encode([p.text for p in passages]), dtype=np.float32)
+        return cls(list(passages), _unit(vectors), encoder)
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+        """For each query row, the ``k`` best passages as ``(index, cosine)``, best first."""
+        sims = _unit(np.asarray(queries, dtype=np.float32)) @ self.embeddings.T
+        k = min(k, len(self.passages))
+        out = []
+        for row in sims:
+            top = np.argsort(-row, kind="stable")[:k]
+            out.append([(int(i), float(row[i])) for i in top])
+        return out
+
+    def save(self, folder: str | Path) -> None:
+        """Write ``passages.json`` and ``passages.safetensors`` into ``folder``."""
+        from safetensors.numpy import save_file
+
+        folder = Path(folder)
+        state = {"encoder": self.encoder, "passages": [p.to_dict() for p in self.passages]}
+        atomic_write_text(folder / INDEX_FILE, json.dumps(state))
+        save_file({"embeddings": np.ascontiguousarray(self.embeddings)}, str(folder / EMBEDDINGS_FILE))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> PassageIndex:
+        """Read what :meth:`save` wrote (:class:`CorruptExpertError` when it is missing or unreadable)."""
+        from safetensors.numpy import load_file
+
+        folder = Path(folder)
+        try:
+            data = json.loads((folder / INDEX_FILE).read_text(encoding="utf-8"))
+            passages = [Passage.from_dict(p) for p in data["passages"]]
+            embeddings = load_file(str(folder / EMBEDDINGS_FILE))["embeddings"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CorruptExpertError(f"cannot read the passage index in {str(folder)!r}: {e}") from None
+        if embeddings.shape[0] != len(passages):
+            raise CorruptExpertError(
+                f"the passage index in {str(folder)!r} has {len(passages)} passages but "
+                f"{embeddings.shape[0]} embeddings"
+            )
+        return cls(passages, embeddings.astype(np.float32), data.get("encoder", "minilm"))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+@register_expert_kind
+class RetrievalExpert(LoRAExpert):
+    """A :class:`LoRAExpert` that answers from the ``top_k`` passages of its documents nearest to the
+    question, and cites them (see the module docstring). ``top_k`` comes from the card's
+    ``extra["retrieval"]["top_k"]`` (default 3)."""
+
+    kind = "retrieval"
+    files = (*LoRAExpert.files, INDEX_FILE, EMBEDDINGS_FILE)
+
+    def __init__(self, card, path, *, allow_pickle: bool = False, embedder: Any = None) -> None:
+        super().__init__(card, path, allow_pickle=allow_pickle)
+        self._index: PassageIndex | None = None
+        self._embedder = embedder
+
+    @property
+    def top_k(self) -> int:
+        """How many passages go in front of a question."""
+        return int((self.card.extra.get("retrieval") or {}).get("top_k", DEFAULT_TOP_K))
+
+    @property
+    def index(self) -> PassageIndex:
+        """The expert's passages and their embeddings (read on first use)."""
+        if self._index is None:
+            self._index = PassageIndex.load(self.path)
+        return self._index
+
+    @property
+    def embedder(self) -> Any:
+        """The text encoder the index was built with."""
+        if self._embedder is None:
+            from ..model.encoders import make_embedder
+
+            self._embedder = make_embedder(self.index.encoder)
+        return self._embedder
+
+    def retrieve(self, questions: list[str]) -> list[list[tuple[Passage, float]]]:
+        """The ``top_k`` passages for each question, best first, with their cosine similarity."""
+        hits = self.index.search(np.asarray(self.embedder.encode(list(questions))), self.top_k)
+        return [[(self.index.passages[i], s) for i, s in row] for row in hits]
+
+    def format_prompt(self, prompt: Prompt) -> Prompt:
+        """The prompt with this expert's passages for it in front of the question."""
+        [hits] = self.retrieve([_query_text(prompt)])
+        return with_context(prompt, [p.text for p, _ in hits])
+
+    def generate(self, prompts: Any, generation: GenerationConfig | None = None, **overrides: Any) -> list:
+        """Retrieve, answer from the passages with the adapter active, and attach the citations."""
+        if self.base is None:
+            raise ModelBusyError(f"expert {self.name!r} is not loaded; use it inside `with pool.acquire([...])`")
+        items = normalize_prompts(prompts)
+        hits = self.retrieve([_query_text(p) for p in items])
+        contextual = [with_context(p, [q.text for q, _ in h]) for p, h in zip(items, hits, strict=True)]
+        gen = generation or GenerationConfig()
+        gen = self.generation_config(gen.replace(**overrides) if overrides else gen)
+        with self.base.adapter_host.activated(self.slot):
+            signals = self.base.generate_with_signals(contextual, gen)
+        for s, original, h in zip(signals, items, hits, strict=True):
+            s.prompt = original
+            s.citations = [{"source": p.source, "lines": list(p.lines), "score": round(score, 4), "text": p.body,
+                            "cite": p.cite()} for p, score in h]  # fmt: skip
+            s.supported = supported_by(s.text, [p.text for p, _ in h])
+        return signals

@@ -1,0 +1,148 @@
+"""The retrieval expert: a passage index next to its adapter, answers from the passages it retrieves, and
+citations from the expert through the facade's attribution; created by the pipeline with
+``creation.method: retrieval`` (tiny random models; a bag-of-words embedder stands in for MiniLM)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+import numpy as np
+import pytest
+
+from adaptive_moe import AdaptiveMoE, AdaptiveMoEConfig, load_base_model
+from adaptive_moe.documents import document_passages
+from adaptive_moe.errors import CorruptExpertError
+from adaptive_moe.experts import ExpertPool, ExpertRegistry, PassageIndex, RetrievalExpert
+from adaptive_moe.experts.retrieval import INDEX_FILE, context_prompt, supported_by, with_context
+from adaptive_moe.model import encoders
+from adaptive_moe.testing import make_random_adapter
+
+DOC = """# Widget W-3 manual
+
+The Widget W-3 is made by Acme Ltd in Norwich.
+
+## Specifications
+
+| Item | Value |
+|---|---|
+| Weight | 340 g |
+| Colour | green |
+
+## Cleaning
+
+Rinse the filter in warm water once a week.
+"""
+
+
+class BagOfWords:
+    """Deterministic hashed bag-of-words vectors: shared words make rows similar."""
+
+    def encode(self, texts):
+        out = np.zeros((len(texts), 4096), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in re.findall(r"[a-z0-9]+", t.lower()):
+                out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % 4096] += 1.0
+        return out
+
+
+@pytest.fixture(autouse=True)
+def bow_embedder(monkeypatch):
+    monkeypatch.setattr(encoders, "EMBEDDERS", encoders.EMBEDDERS.copy())
+    encoders.register_embedder("bow_test", lambda base=None, **_: BagOfWords())
+
+
+@pytest.fixture(scope="module")
+def base(tiny_llama_dir):
+    return load_base_model(name_or_path=str(tiny_llama_dir), device="cpu")
+
+
+def _index():
+    return PassageIndex.build(document_passages(DOC, "manual.md"), BagOfWords(), encoder="bow_test")
+
+
+def test_index_search_save_and_load(tmp_path):
+    index = _index()
+    [[(best, score), *_]] = index.search(BagOfWords().encode(["weight of the widget"]), 2)
+    assert index.passages[best].body == "Weight: 340 g." and 0 < score <= 1
+    index.save(tmp_path)
+    loaded = PassageIndex.load(tmp_path)
+    assert loaded.passages == index.passages and np.allclose(loaded.embeddings, index.embeddings)
+    assert loaded.encoder == "bow_test"
+    data = json.loads((tmp_path / INDEX_FILE).read_text())
+    data["passages"] = data["passages"][:1]
+    (tmp_path / INDEX_FILE).write_text(json.dumps(data))
+    with pytest.raises(CorruptExpertError, match="passages but"):
+        PassageIndex.load(tmp_path)
+    with pytest.raises(CorruptExpertError, match="cannot read"):
+        PassageIndex.load(tmp_path / "missing")
+
+
+def test_support_and_prompt_format():
+    assert supported_by("It weighs 340 g.", ["Weight: 340 g."])
+    assert not supported_by("It weighs 500 g.", ["Weight: 340 g."])  # a number the passages do not hold
+    assert not supported_by("", ["Weight: 340 g."]) and not supported_by("Paris", [])
+    assert with_context("How heavy?", ["A", "B"]) == context_prompt("How heavy?", ["A", "B"])
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "How heavy?"}]
+    out = with_context(chat, ["Weight: 340 g."])
+    assert out[0] == chat[0] and "[1] Weight: 340 g." in out[1]["content"] and chat[1]["content"] == "How heavy?"
+
+
+def test_registered_retrieval_expert_answers_with_citations(base, tmp_path):
+    src = make_random_adapter(base.model, tmp_path / "src", seed=3)
+    _index().save(src)
+    registry = ExpertRegistry(tmp_path / "reg")
+    card = registry.import_adapter(src, "manual", domain="the W-3", base=base, kind="retrieval",
+                                   extra={"retrieval": {"top_k": 2}})  # fmt: skip
+    assert card.kind == "retrieval" and (registry.path_of("manual") / INDEX_FILE).is_file()
+    pool = ExpertPool(base, registry, capacity=2)
+    with pool.acquire(["manual"]) as [expert]:
+        assert isinstance(expert, RetrievalExpert) and expert.top_k == 2
+        [s] = expert.generate("What is its weight in g?", max_new_tokens=4)
+    assert s.prompt == "What is its weight in g?" and len(s.citations) == 2
+    first = s.citations[0]
+    assert first["text"] == "Weight: 340 g." and first["cite"] == "manual.md:9" and first["lines"] == [9, 9]
+    assert isinstance(s.supported, bool) and s.to_dict()["citations"][0]["source"] == "manual.md"
+    pool.clear()
+
+
+def test_the_facade_puts_citations_in_the_attribution(base, tmp_path):
+    src = make_random_adapter(base.model, tmp_path / "src", seed=4)
+    _index().save(src)
+    changes = {"generation.max_new_tokens": 4, "router.embedder": "base", "integrator.expert_confidence_floor": 0.0}
+    cfg = AdaptiveMoEConfig().replace(workspace=str(tmp_path / "ws"), **changes)
+    with AdaptiveMoE(cfg, base=base) as moe:
+        moe.add_expert(src, "manual", questions=["How heavy is the W-3?"], kind="retrieval")
+        out = moe.generate("Who makes the Widget W-3?", experts=["manual"])
+        assert out.route == "expert" and out.attribution.citations
+        assert out.attribution.citations[0]["source"] == "manual.md"
+        assert out.to_dict()["attribution"]["citations"] == out.attribution.citations
+        assert "from manual.md:" in str(out.attribution) and "manual.md" in out._repr_html_()
+        if out.attribution.supported is False:  # a random model's words: flagged, and said so
+            assert out.flagged and "no passage" in out.reason
+
+
+def test_create_expert_with_the_retrieval_method(base, tmp_path):
+    cfg = AdaptiveMoEConfig().replace(
+        workspace=str(tmp_path / "ws"),
+        **{"generation.max_new_tokens": 4, "router.embedder": "base", "router.threshold": 1.0,
+           "router.min_match_score": 0.0, "integrator.expert_confidence_floor": 0.0, "creation.method": "retrieval",
+           "creation.retrieval_top_k": 2, "creation.retrieval_max_length": 96, "creation.lora.r": 4,
+           "creation.lora.alpha": 8, "creation.lora.epochs": 1.0, "creation.lora.min_steps": 0,
+           "creation.forced_general_questions": 2, "creation.domain_margin": 0.0, "creation.general_tolerance": 1.0},
+    )  # fmt: skip
+    text = (
+        "The Tidewater Guild was founded in 1794 by Maren Tolliver in the port of Velmora. "
+        "The guild has 312 members. Its emblem is a silver heron. Maren Tolliver designed the storm lantern."
+    )
+    general = [("What is the capital of France?", ["Paris"])] * 2
+    with AdaptiveMoE(cfg, base=base) as moe:
+        result = moe.create_expert("guild", documents=[text], progress=False, general=general)
+        assert result.admitted, result.reasons
+        assert result.data["passages"] >= 1
+        card = moe.experts.card("guild")
+        assert card.kind == "retrieval" and card.extra["retrieval"] == {"top_k": 2, "passages": result.data["passages"]}
+        assert (moe.experts.path_of("guild") / INDEX_FILE).is_file()
+        out = moe.generate("Who founded the Tidewater Guild?", experts=["guild"])
+        assert out.attribution.citations and out.attribution.citations[0]["source"] == "text[0]"
