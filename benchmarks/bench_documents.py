@@ -52,6 +52,13 @@ MAX_ANSWER_WORDS = 20
 APPROACHES: dict[str, dict[str, Any]] = {
     "rules": {"creation.method": "rules"},  # rule-made questions, restatements, sentences (creation/qa_rules.py)
     "retrieval": {"creation.method": "retrieval"},  # + a passage index, trained to answer from it (RAFT)
+    # the same, cheaper: 2 passages per question, shorter examples, half the minimum steps
+    "retrieval_fast": {
+        "creation.method": "retrieval",
+        "creation.retrieval_top_k": 2,
+        "creation.retrieval_max_length": 256,
+        "creation.lora.min_steps": 100,
+    },
 }
 
 

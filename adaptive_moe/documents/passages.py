@@ -19,7 +19,7 @@ from .reading import load_documents, split_sentences
 
 __all__ = ["Passage", "document_passages", "load_passages"]
 
-MAX_WORDS = 60
+MAX_WORDS = 40
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+(.*)$")
 _BOLD_HEADING = re.compile(r"^()(?:\*\*|__)([^*_]{1,80}?)(?:\*\*|__):?$")
