@@ -8,7 +8,8 @@ system that keeps every expert it admits; then every reader question of the spli
 ``moe.generate`` with all the experts registered, and a held-out slice of the general check set before
 and after. Reported per document:
 
-- coverage: share of the questions whose gold answer is among the answers the expert was trained on;
+- coverage: share of the questions whose gold answer is among the answers the expert was trained on
+  (for an expert that reads its documents: in the passages it retrieved for the question);
 - learning: accuracy on the covered questions;
 - routing: share of the questions sent to this document's expert (top expert of an ``expert`` route);
 - accuracy: share answered right; an answer is right when it contains a gold answer and has at most
@@ -84,6 +85,13 @@ def covered(golds: list[str], trained_answers: list[str], judge) -> bool:
     return any(judge.score(a, golds) for a in trained_answers)
 
 
+def _covering_texts(out, trained_answers: list[str]) -> list[str]:
+    """Where an answer could come from: the passages an expert that reads its documents retrieved for the
+    question (its citations), else the answers the expert was trained on."""
+    citations = out.attribution.citations if out.route == "expert" else []
+    return [c["text"] for c in citations] if citations else trained_answers
+
+
 def general_slice(n: int) -> list[tuple[str, list[str]]]:
     """``n`` questions of the shipped check set, odd-numbered first (the shipped router was fitted on the
     even-numbered ones)."""
@@ -141,7 +149,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         top = max(out.experts, key=lambda e: e[1])[0] if out.experts else None
         rows.append({"doc": name, "question": q, "gold": golds, "answer": out.text, "route": out.route,
                      "expert": top, "routed": out.route == "expert" and top == name,
-                     "covered": covered(golds, per_doc[name]["trained_answers"], judge),
+                     "covered": covered(golds, _covering_texts(out, per_doc[name]["trained_answers"]), judge),
                      "right": is_right(out.text, golds, judge)})  # fmt: skip
     for name, d in per_doc.items():
         mine = [r for r in rows if r["doc"] == name]
