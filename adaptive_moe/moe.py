@@ -37,6 +37,7 @@ from .output import MoEOutput, base_output, cache_events, expert_output
 from .routing import Query, RouteDecision, Router, router_class
 from .streaming import MoEStream
 from .utils.io import atomic_directory, atomic_write_text
+from .utils.lifecycle import Closable
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ _GENERATION_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_
                     "stop", "system_prompt", "batch_size")  # fmt: skip
 
 
-class AdaptiveMoE:
+class AdaptiveMoE(Closable):
     """A frozen base model, an uncertainty router, a pool of LoRA experts and an integrator.
 
     Args:
@@ -506,12 +507,6 @@ class AdaptiveMoE:
             if self.gaps is not None:
                 self.gaps.close()
                 self.gaps = None
-
-    def __enter__(self) -> AdaptiveMoE:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (f"AdaptiveMoE(base={self.base.name!r}, experts={self.experts.names()}, "

@@ -104,7 +104,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Create one expert per document of the split, then ask every question; returns the result."""
     torch.set_num_threads(args.threads)
     judge = get_scorer("contains")
-    docs = load_corpus(args.split)[: args.docs or None]
+    docs = load_corpus(args.split)
+    if args.only:
+        wanted = set(args.only.split(","))
+        docs = [d for d in docs if d["name"] in wanted]
+    docs = docs[: args.docs or None]
     general = general_slice(args.general if args.general is not None else (8 if args.tiny else 60))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_documents_") as tmp:
@@ -240,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=(*SPLITS, "all"), default="test")
     parser.add_argument("--approach", choices=sorted(APPROACHES), default="rules")
     parser.add_argument("--docs", type=int, default=0, help="only the first N documents of the split (0: all)")
+    parser.add_argument("--only", default="", help="only these documents (comma-separated names)")
     parser.add_argument("--general", type=int, default=None, help="general questions before and after (60)")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument(

@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..experts.card import validate_expert_name
+from ..utils.lifecycle import Closable
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def _ids(ids: Iterable[Any]) -> list[int]:
     return sorted(set(out))
 
 
-class GapLedger:
+class GapLedger(Closable):
     """Durable record of knowledge gaps. Safe to share between threads (one lock around the
     connection); several processes may open the same file (SQLite's WAL locking).
 
@@ -496,12 +497,6 @@ class GapLedger:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-
-    def __enter__(self) -> GapLedger:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         where = ":memory:" if self.path is None else str(self.path)
