@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_router.py
 	$(BIN)/python benchmarks/bench_moe.py
 	$(BIN)/python benchmarks/bench_report.py
+	$(BIN)/python benchmarks/bench_documents.py --split test
 
 clean:
 	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache
