@@ -111,3 +111,17 @@ def trained_experts(smollm2, tmp_path_factory):
         path = train_lora(smollm2, dom.documents + dom.train_qa, root / kind, lora=FIXTURE_LORA, progress=False)
         experts[kind] = TrainedExpert(dom, path, before)
     return experts
+
+
+def require(package: str):
+    """Import ``package`` or skip the test; under ``CI=true`` a missing package fails the test instead
+    (CI installs everything the suite needs)."""
+    import importlib
+    import os
+
+    try:
+        return importlib.import_module(package)
+    except ImportError as e:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{package} is missing under CI=true: {e}")
+        pytest.skip(f"{package} is not installed")

@@ -13,12 +13,8 @@ from ..documents import load_passages
 from ..experts.retrieval import PassageIndex, context_prompt
 
 
-def build_index(documents: Any, embedder: Any = None) -> PassageIndex:
-    """The passages of ``documents`` embedded with ``embedder`` (default: the shipped MiniLM)."""
-    if embedder is None:
-        from ..model.encoders import make_embedder
-
-        embedder = make_embedder("minilm")
+def build_index(documents: Any, embedder: Any) -> PassageIndex:
+    """The passages of ``documents`` embedded with ``embedder``."""
     return PassageIndex.build(load_passages(documents), embedder)
 
 

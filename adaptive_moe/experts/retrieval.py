@@ -23,7 +23,7 @@ import numpy as np
 from ..config import GenerationConfig
 from ..documents import Passage
 from ..errors import CorruptExpertError, InvalidInputError, ModelBusyError
-from ..model.generation import Prompt, normalize_prompts
+from ..model.generation import Prompt, normalize_prompts, query_text
 from ..utils.io import atomic_write_text
 from .expert import LoRAExpert, register_expert_kind
 
@@ -56,13 +56,6 @@ def with_context(prompt: Prompt, passages: list[str]) -> Prompt:
             m["content"] = context_prompt(str(m.get("content", "")), passages)
             break
     return messages
-
-
-def _query_text(prompt: Prompt) -> str:
-    if isinstance(prompt, str):
-        return prompt
-    users = [m.get("content", "") for m in prompt if m.get("role") == "user"]
-    return str(users[-1] if users else prompt[-1].get("content", ""))
 
 
 def _content_words(text: str) -> set[str]:
@@ -181,7 +174,7 @@ class RetrievalExpert(LoRAExpert):
 
     def format_prompt(self, prompt: Prompt) -> Prompt:
         """The prompt with this expert's passages for it in front of the question."""
-        [hits] = self.retrieve([_query_text(prompt)])
+        [hits] = self.retrieve([query_text(prompt)])
         return with_context(prompt, [p.text for p, _ in hits])
 
     def generate(self, prompts: Any, generation: GenerationConfig | None = None, **overrides: Any) -> list:
@@ -189,7 +182,7 @@ class RetrievalExpert(LoRAExpert):
         if self.base is None:
             raise ModelBusyError(f"expert {self.name!r} is not loaded; use it inside `with pool.acquire([...])`")
         items = normalize_prompts(prompts)
-        hits = self.retrieve([_query_text(p) for p in items])
+        hits = self.retrieve([query_text(p) for p in items])
         contextual = [with_context(p, [q.text for q, _ in h]) for p, h in zip(items, hits, strict=True)]
         gen = generation or GenerationConfig()
         gen = self.generation_config(gen.replace(**overrides) if overrides else gen)

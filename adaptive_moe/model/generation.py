@@ -175,7 +175,8 @@ def render_prompt(base: LanguageModel, prompt: Prompt, generation: GenerationCon
     return "\n".join(lines) + "\nAssistant:"
 
 
-def _query_text(prompt: Prompt) -> str:
+def query_text(prompt: Prompt) -> str:
+    """The user's words of a validated prompt: the string, or the last user message of a conversation."""
     if isinstance(prompt, str):
         return prompt
     users = [m["content"] for m in prompt if m["role"] == "user"]
@@ -219,7 +220,7 @@ def encode_prompts(
         text = render_prompt(base, prompt, generation)
         ids = tok(text, add_special_tokens=not templated)["input_ids"]
         if query_mask:
-            masks.append(_query_token_mask(tok, text, _query_text(prompt), len(ids)))
+            masks.append(_query_token_mask(tok, text, query_text(prompt), len(ids)))
         cut = limit is not None and len(ids) > limit
         if cut:
             if base.config.truncation == "error":

@@ -3,6 +3,7 @@ import sys
 
 import pytest
 import torch
+from conftest import require
 
 from adaptive_moe import load_base_model
 from adaptive_moe.config import ModelConfig
@@ -65,7 +66,7 @@ def test_half_precisions_generate(tiny_llama_dir, precision):
 
 @pytest.mark.parametrize(("precision", "layer"), [("int8", "Linear8bitLt"), ("nf4", "Linear4bit")])
 def test_bitsandbytes_precisions_quantize_and_generate(tiny_quant_dir, precision, layer):
-    pytest.importorskip("bitsandbytes")
+    require("bitsandbytes")
     base = load_base_model(name_or_path=str(tiny_quant_dir), precision=precision)
     assert type(base.model.model.layers[0].self_attn.q_proj).__name__ == layer
     assert all(not p.requires_grad for p in base.model.parameters())
@@ -185,7 +186,7 @@ def test_bf16_on_an_old_gpu_is_unsupported(monkeypatch):
 
 
 def test_bitsandbytes_import_is_silent(run_python):
-    pytest.importorskip("bitsandbytes")
+    require("bitsandbytes")
     code = "from adaptive_moe.model.loading import import_bitsandbytes; import_bitsandbytes()"
     assert run_python(code) == ("", "")
 

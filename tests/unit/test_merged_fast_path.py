@@ -12,6 +12,7 @@ import weakref
 
 import pytest
 import torch
+from conftest import require
 
 from adaptive_moe import AdaptiveMoE, AdaptiveMoEConfig, load_base_model
 from adaptive_moe.config import IntegratorConfig
@@ -281,7 +282,7 @@ def test_gpt2_conv1d_layers_merge_transposed(tiny_gpt2_dir, tmp_path):
 
 
 def test_a_quantized_base_falls_back_to_the_unmerged_path(tiny_quant_dir, tmp_path, caplog):
-    pytest.importorskip("bitsandbytes")
+    require("bitsandbytes")
     fp32 = load_base_model(name_or_path=str(tiny_quant_dir), device="cpu")
     folder = make_random_adapter(fp32.model, tmp_path / "quant-lora", seed=5)
     nf4 = load_base_model(name_or_path=str(tiny_quant_dir), device="cpu", precision="nf4")

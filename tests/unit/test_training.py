@@ -3,6 +3,7 @@ import logging
 
 import pytest
 import torch
+from conftest import require
 from transformers import TrainerCallback
 
 from adaptive_moe import load_base_model
@@ -176,7 +177,7 @@ def test_datasets_dataset_input(base, tmp_path):
 
 
 def test_qlora_on_a_4bit_base(tiny_quant_dir, tmp_path):
-    pytest.importorskip("bitsandbytes")
+    require("bitsandbytes")
     base = load_base_model(name_or_path=str(tiny_quant_dir), precision="nf4")
     before = _logits(base)
     out = train_lora(base, DATA, tmp_path / "q", lora=QUICK, max_steps=2, progress=False)
