@@ -41,7 +41,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_router.py
 	$(BIN)/python benchmarks/bench_moe.py
 	$(BIN)/python benchmarks/bench_report.py
-	$(BIN)/python benchmarks/bench_documents.py --split test
+	$(BIN)/python benchmarks/bench_documents.py --split test --approach retrieval
+	$(BIN)/python benchmarks/bench_documents.py --split test --approach rules
+	$(BIN)/python benchmarks/bench_reader.py
 
 clean:
 	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache

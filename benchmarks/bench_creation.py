@@ -36,7 +36,9 @@ from benchmarks.common import add_run_arguments, command_line, machine_info, pyp
 
 
 def run_case(base, workdir: Path, name: str, **create_kwargs) -> dict:
-    cfg = AdaptiveMoEConfig().replace(workspace=str(workdir / name), **{"gaps.enabled": False})
+    cfg = AdaptiveMoEConfig().replace(
+        workspace=str(workdir / name), **{"gaps.enabled": False, "creation.method": "rules"}
+    )
     with AdaptiveMoE(cfg, base=base) as moe:
         result = moe.create_expert(name, **create_kwargs)
         record = {}
@@ -72,7 +74,9 @@ def main(argv=None) -> int:
         prose, _ = run_case(base, work, "tidewater-guild", documents=[demo_document()],
                               domain="the Tidewater Guild of Lantern Makers")  # fmt: skip
         # the reader's questions through the routed system with the admitted expert (a fresh system on it)
-        cfg = AdaptiveMoEConfig().replace(workspace=str(work / "tidewater-guild"), **{"gaps.enabled": False})
+        cfg = AdaptiveMoEConfig().replace(
+            workspace=str(work / "tidewater-guild"), **{"gaps.enabled": False, "creation.method": "rules"}
+        )
         with AdaptiveMoE(cfg, base=base) as system:
             qa = demo_questions()
             outs = system.generate([q for q, _ in qa])

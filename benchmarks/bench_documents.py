@@ -18,7 +18,8 @@ and after. Reported per document:
 
 and for the general questions: right before, right after, lost, and the share sent to any expert.
 
-    python benchmarks/bench_documents.py --split test                 # the report (about 30 min on 2 cores)
+    python benchmarks/bench_documents.py --split test                 # the report (about 8 min on 2 cores)
+    python benchmarks/bench_documents.py --split test --approach rules  # rule-made experts (about 25 min)
     python benchmarks/bench_documents.py --split dev --docs 2         # a quick development look
     python benchmarks/bench_documents.py --tiny --docs 1 --out /tmp/d # the plumbing, on a tiny random model
 
@@ -52,10 +53,12 @@ MAX_ANSWER_WORDS = 20
 #: how the expert is made from its documents; each approach is a set of config changes
 APPROACHES: dict[str, dict[str, Any]] = {
     "rules": {"creation.method": "rules"},  # rule-made questions, restatements, sentences (creation/qa_rules.py)
-    "retrieval": {"creation.method": "retrieval"},  # + a passage index, trained to answer from it (RAFT)
-    # the same, cheaper: 2 passages per question, shorter examples, half the minimum steps
-    "retrieval_fast": {
+    # a passage index + the base's shared reader (shipped for the embedded model): creation trains nothing
+    "retrieval": {"creation.method": "retrieval", "creation.reader": "shared"},
+    # a passage index + a LoRA trained on the document's rule-made questions shown with their passages (RAFT)
+    "retrieval_document": {
         "creation.method": "retrieval",
+        "creation.reader": "document",
         "creation.retrieval_top_k": 2,
         "creation.retrieval_max_length": 256,
         "creation.lora.min_steps": 100,
@@ -152,7 +155,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for (name, q, golds), out in zip(questions, outs, strict=True):
         top = max(out.experts, key=lambda e: e[1])[0] if out.experts else None
         rows.append({"doc": name, "question": q, "gold": golds, "answer": out.text, "route": out.route,
-                     "expert": top, "routed": out.route == "expert" and top == name,
+                     "expert": top, "routed": out.route == "expert" and top == name, "reason": out.reason,
                      "covered": covered(golds, _covering_texts(out, per_doc[name]["trained_answers"]), judge),
                      "right": is_right(out.text, golds, judge)})  # fmt: skip
     for name, d in per_doc.items():
@@ -242,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the protocol and print the report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", choices=(*SPLITS, "all"), default="test")
-    parser.add_argument("--approach", choices=sorted(APPROACHES), default="rules")
+    parser.add_argument("--approach", choices=sorted(APPROACHES), default="retrieval")
     parser.add_argument("--docs", type=int, default=0, help="only the first N documents of the split (0: all)")
     parser.add_argument("--only", default="", help="only these documents (comma-separated names)")
     parser.add_argument("--general", type=int, default=None, help="general questions before and after (60)")

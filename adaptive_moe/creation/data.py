@@ -141,7 +141,8 @@ def build_training_data(
         heldout_fraction: share of the generated questions held out for evaluation, one wording per chosen
             fact; the fact's other wordings stay in training. In [0, 1).
         seed: makes the held-out split reproducible.
-        min_facts: fewer facts (plus user questions) than this is an error.
+        min_facts: fewer facts (plus user questions) than this is an error (0: none needed, as for an expert
+            that reads its passages with a shared reader).
         max_new_tokens: length limit of a model-written question.
 
     Returns:
@@ -183,7 +184,7 @@ def build_training_data(
         stats["model_questions"], stats["model_questions_rejected"] = len(written), rejected
 
     facts, duplicates = _deduplicate(facts, [q for q, _ in user_train + user_heldout])
-    if len(facts) + len(user_train) < max(min_facts, 1):
+    if len(facts) + len(user_train) < min_facts:
         raise InvalidInputError(
             f"documents too short to yield a question: found {len(facts)} facts (and {len(user_train)} given "
             f"questions) in {stats['sentences']} sentences of {len(docs)} documents; min_facts={min_facts}. "

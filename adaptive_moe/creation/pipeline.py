@@ -147,26 +147,39 @@ def create_expert(
             raise InvalidInputError("create_expert needs documents or question-answer pairs")
         data = _user_questions_data(questions, heldout_questions)
     else:
+        _check_size(documents, cfg.max_document_chars)
+        shared_reader = cfg.method == "retrieval" and cfg.reader == "shared"
         data = build_training_data(documents, questions=questions, heldout_questions=heldout_questions,
-                                   restatements=cfg.restatements, heldout_fraction=cfg.heldout_fraction)  # fmt: skip
+                                   restatements=cfg.restatements, heldout_fraction=cfg.heldout_fraction,
+                                   min_facts=0 if shared_reader else 1)  # fmt: skip
+    kind, extra, train_items, index, reader = "lora", {}, list(data.train), None, None
+    if cfg.method == "retrieval" and documents is not None:
+        from ..model.encoders import make_embedder
+        from .retrieval import build_index, key_value_questions, reading_examples
+
+        embedder = make_embedder("minilm")
+        index = build_index(documents, embedder)
+        if cfg.reader == "shared":
+            # nothing is trained on the documents, so every rule-made question (and every `label: value`
+            # line of a table or list) can check the expert before admission
+            data.heldout = _check_questions(data, key_value_questions(index.passages), cfg.check_questions)
+        else:
+            # each question with the passages retrieval gives it (as at answer time), plus the documents'
+            # own restatements and sentences, which the LoRA also learns (a fallback when retrieval misses)
+            train_items = reading_examples(data.qa_pairs, index, embedder, cfg.retrieval_top_k) + data.documents
+            lora = lora.replace(max_length=max(lora.max_length, cfg.retrieval_max_length))
+        kind = "retrieval"
+        extra = {"retrieval": {"top_k": cfg.retrieval_top_k, "passages": len(index.passages), "reader": cfg.reader}}
+        data.stats.update(passages=len(index.passages), check_questions=len(data.heldout))
     if not data.heldout:
         raise InvalidInputError(
             f"the documents gave no question to hold out for evaluation ({data.stats.get('facts', 0)} facts); "
             "add documents or pass heldout_questions="
         )
-    kind, extra, train_items, index = "lora", {}, list(data.train), None
-    if cfg.method == "retrieval" and documents is not None:
-        from ..model.encoders import make_embedder
-        from .retrieval import build_index, reading_examples
+    if index is not None and cfg.reader == "shared":
+        from .reader import reader_for
 
-        embedder = make_embedder("minilm")
-        index = build_index(documents, embedder)
-        # each question with the passages retrieval gives it (as at answer time), plus the documents' own
-        # restatements and sentences, which the LoRA also learns (a fallback when retrieval misses)
-        train_items = reading_examples(data.qa_pairs, index, embedder, cfg.retrieval_top_k) + data.documents
-        lora = lora.replace(max_length=max(lora.max_length, cfg.retrieval_max_length))
-        kind, extra = "retrieval", {"retrieval": {"top_k": cfg.retrieval_top_k, "passages": len(index.passages)}}
-        data.stats["passages"] = len(index.passages)
+        reader = reader_for(moe.base, moe.config.workspace_path(), steps=cfg.reader_steps, progress=progress)
     timings["data"] = time.perf_counter() - t
     logger.info("expert %s: training data %s", name, json.dumps(data.stats))
 
@@ -194,9 +207,15 @@ def create_expert(
     else:
         if adapter.exists():
             shutil.rmtree(adapter)
-        with moe.base.lock:
-            moe.pool.clear()  # training attaches its own LoRA: the pool's experts come back on demand
-            train_lora(moe.base, train_items, adapter, lora=lora, progress=progress, generation=moe.config.generation)
+        if reader is not None:
+            from .reader import copy_reader
+
+            copy_reader(reader, adapter)
+        else:
+            with moe.base.lock:
+                moe.pool.clear()  # training attaches its own LoRA: the pool's experts come back on demand
+                train_lora(moe.base, train_items, adapter, lora=lora, progress=progress,
+                           generation=moe.config.generation)  # fmt: skip
         if index is not None:
             index.save(adapter)
         state["stages"].append("train")
@@ -227,6 +246,35 @@ def create_expert(
     return CreationResult(name=name, admitted=report.admitted, metrics=report.metrics(), reasons=report.reasons,
                           timings=timings, data=dict(data.stats), report=report, card=card, resolved_gaps=resolved,
                           resumed=resumed)  # fmt: skip
+
+
+def _check_size(documents: Any, limit: int) -> None:
+    """Refuse documents longer than ``limit`` characters in all, before any work."""
+    from ..documents import load_documents
+
+    total = sum(source.chars for source, _, _ in load_documents(documents))
+    if total > limit:
+        raise InvalidInputError(
+            f"the documents hold {total:,} characters, more than creation.max_document_chars={limit:,}; "
+            "split them into several experts or raise the limit"
+        )
+
+
+def _check_questions(data, extra: list[tuple[str, list[str]]], limit: int) -> list[tuple[str, list[str]]]:
+    """The user's held-out pairs, then rule-made and ``extra`` questions (one per question text), at most
+    ``limit`` in all, spread evenly over the documents' order."""
+    user = [(q, list(a)) for q, a in data.heldout[len(data.heldout) - data.stats.get("user_heldout_questions", 0) :]]
+    made = [(q, [a]) for q, a in data.qa_pairs] + [(q, list(a)) for q, a in data.heldout] + list(extra)
+    seen, unique = {q for q, _ in user}, []
+    for q, a in made:
+        if q not in seen:
+            seen.add(q)
+            unique.append((q, a))
+    room = max(limit - len(user), 0)
+    if len(unique) > room:
+        step = len(unique) / room if room else 0
+        unique = [unique[int(i * step)] for i in range(room)]
+    return user + unique
 
 
 def _describe(data, name: str) -> str:

@@ -5,11 +5,12 @@ LoRA learns to answer from what it reads at answer time, in the very prompt form
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 
-from ..documents import load_passages
+from ..documents import Passage, load_passages
 from ..experts.retrieval import PassageIndex, context_prompt
 
 
@@ -27,3 +28,22 @@ def reading_examples(qa_pairs: list[tuple[str, str]], index: PassageIndex, embed
     hits = index.search(vectors, top_k)
     return [(context_prompt(q, [index.passages[i].text for i, _ in row]), a)
             for (q, a), row in zip(qa_pairs, hits, strict=True)]  # fmt: skip
+
+
+_KEY_VALUE = re.compile(r"^(?P<key>[^:.;!?]{2,40}):\s+(?P<value>[^:]{1,120})$")
+
+
+def key_value_questions(passages: list[Passage]) -> list[tuple[str, list[str]]]:
+    """A check question for every ``label: value`` line of a table or list (a spec sheet's rows, a
+    card's fields), about the document's subject, with the value's first clause as the answer; a line
+    whose label runs past four words is prose and is skipped."""
+    out = []
+    for p in passages:
+        m = _KEY_VALUE.match(p.body.strip())
+        if not m or len(m["key"].split()) > 4:
+            continue
+        value = re.split(r",\s|;|\(", m["value"].strip().rstrip("."), maxsplit=1)[0].strip()
+        subject = re.split(r"[:\u2014]", p.context or p.source, maxsplit=1)[0].strip()
+        if value and subject:
+            out.append((f"What is the {m['key'].strip().lower()} of the {subject}?", [value]))
+    return out

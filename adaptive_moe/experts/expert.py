@@ -105,6 +105,11 @@ class Expert(ABC):
         """Generation settings this expert uses, given the caller's."""
         return generation
 
+    def cite(self, prompt: Prompt) -> list[dict[str, Any]]:
+        """The passages of this expert's documents that :meth:`format_prompt` puts in front of ``prompt``
+        (``source``, ``lines``, ``score``, ``text``, ``cite``); none for an expert that answers from memory."""
+        return []
+
     @abstractmethod
     def generate(self, prompts: Any, generation: GenerationConfig | None = None, **overrides: Any) -> list:
         """Answer ``prompts`` (like :meth:`BaseModel.generate_with_signals`): a list of

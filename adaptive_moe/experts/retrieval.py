@@ -31,7 +31,7 @@ __all__ = ["INDEX_FILE", "PassageIndex", "RetrievalExpert", "context_prompt", "s
 
 INDEX_FILE = "passages.json"
 EMBEDDINGS_FILE = "passages.safetensors"
-DEFAULT_TOP_K = 3
+DEFAULT_TOP_K = 2
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _STOP = frozenset(
     ("a", "an", "the", "of", "in", "on", "at", "to", "for", "by", "with", "from", "and", "or", "is", "are", "was",
@@ -136,7 +136,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 class RetrievalExpert(LoRAExpert):
     """A :class:`LoRAExpert` that answers from the ``top_k`` passages of its documents nearest to the
     question, and cites them (see the module docstring). ``top_k`` comes from the card's
-    ``extra["retrieval"]["top_k"]`` (default 3)."""
+    ``extra["retrieval"]["top_k"]`` (default 2)."""
 
     kind = "retrieval"
     files = (*LoRAExpert.files, INDEX_FILE, EMBEDDINGS_FILE)
@@ -177,6 +177,11 @@ class RetrievalExpert(LoRAExpert):
         [hits] = self.retrieve([query_text(prompt)])
         return with_context(prompt, [p.text for p, _ in hits])
 
+    def cite(self, prompt: Prompt) -> list[dict[str, Any]]:
+        """The passages :meth:`format_prompt` puts in front of ``prompt``, as citations."""
+        [hits] = self.retrieve([query_text(prompt)])
+        return _citations(hits)
+
     def generate(self, prompts: Any, generation: GenerationConfig | None = None, **overrides: Any) -> list:
         """Retrieve, answer from the passages with the adapter active, and attach the citations."""
         if self.base is None:
@@ -190,7 +195,11 @@ class RetrievalExpert(LoRAExpert):
             signals = self.base.generate_with_signals(contextual, gen)
         for s, original, h in zip(signals, items, hits, strict=True):
             s.prompt = original
-            s.citations = [{"source": p.source, "lines": list(p.lines), "score": round(score, 4), "text": p.body,
-                            "cite": p.cite()} for p, score in h]  # fmt: skip
+            s.citations = _citations(h)
             s.supported = supported_by(s.text, [p.text for p, _ in h])
         return signals
+
+
+def _citations(hits: list[tuple[Passage, float]]) -> list[dict[str, Any]]:
+    return [{"source": p.source, "lines": list(p.lines), "score": round(score, 4), "text": p.body, "cite": p.cite()}
+            for p, score in hits]  # fmt: skip

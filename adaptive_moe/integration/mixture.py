@@ -18,6 +18,7 @@ import torch
 
 from ..config import GenerationConfig
 from ..errors import IncompatibleExpertError
+from ..experts.retrieval import supported_by
 from ..model.generation import GenerationSignals
 from .base import ExpertAnswer, Integrator, check_experts, register_integrator
 from .select import SelectIntegrator
@@ -109,7 +110,10 @@ class MixtureIntegrator(Integrator):
                     signals = self.base.generate_with_signals(rows, gen.replace(batch_size=len(rows)),
                                                               generate_fn=generate_fn,
                                                               logits_processor=[processor])  # fmt: skip
-                out.extend(self._answers(signals, names, processor, len(chunk), experts))
+                answers = self._answers(signals, names, processor, len(chunk), experts)
+                for prompt, answer in zip(chunk, answers, strict=True):
+                    _cite_all(answer.signals, [c for e in loaded for c in e.cite(prompt)])
+                out.extend(answers)
         return out
 
     def _answers(self, signals, names, processor, n_prompts, experts) -> list[ExpertAnswer]:
@@ -133,3 +137,17 @@ class MixtureIntegrator(Integrator):
             own = {name: group[i].token_logprobs for i, name in enumerate(names)}
             out.append(ExpertAnswer(combined, list(experts), weights, self.name, own))
         return out
+
+
+def _cite_all(signals: GenerationSignals, citations: list[dict]) -> None:
+    """Put the passages every expert of the mixture read on the answer, best first, each passage once."""
+    if not citations:
+        return
+    seen, unique = set(), []
+    for c in sorted(citations, key=lambda c: -c["score"]):
+        key = (c["source"], tuple(c["lines"]))
+        if key not in seen:
+            seen.add(key)
+            unique.append(c)
+    signals.citations = unique
+    signals.supported = supported_by(signals.text, [c["text"] for c in unique])

@@ -35,7 +35,8 @@ def test_generate_text_and_unknown_expert(tmp_path, tiny_llama_dir, capsys):
 def test_gaps_and_create_expert_commands(tmp_path, tiny_llama_dir, capsys):
     cfg = _config(tmp_path, tiny_llama_dir, router={"threshold": 1.0, "embedder": "base"},
                   creation={"lora": {"r": 4, "alpha": 8, "epochs": 1.0, "max_length": 64, "min_steps": 0},
-                            "domain_margin": 0.0, "general_tolerance": 1.0, "forced_general_questions": 2})  # fmt: skip
+                            "domain_margin": 0.0, "general_tolerance": 1.0, "forced_general_questions": 2,
+                            "method": "rules"})  # fmt: skip
     for q in ("Who founded the Tidewater Guild?", "When was the Tidewater Guild founded?", "Where is the guild?"):
         assert cli.main(["generate", "--config", cfg, q]) == 0
     capsys.readouterr()
@@ -80,9 +81,16 @@ def test_usage_error_exits_2():
     assert info.value.code == 2
 
 
-def test_demo_command_on_tiny_model(tmp_path, tiny_llama_dir, capsys):
+@pytest.mark.parametrize("method", ["retrieval", "rules"])
+def test_demo_command_on_tiny_model(tmp_path, tiny_llama_dir, capsys, monkeypatch, method):
+    from adaptive_moe.creation import reader
+
+    # the tiny tokenizer spells words letter by letter: reading examples short enough for its context
+    example = ("Passages:\n[1] Ada was born in Oslo.\n\nQuestion: Where was Ada born?", "Oslo")
+    monkeypatch.setattr(reader, "synthetic_reading_examples", lambda *a, **k: [example] * 8)
     lora = {"r": 4, "alpha": 8, "epochs": 1.0, "max_length": 64, "min_steps": 0}
-    cfg = _config(tmp_path, tiny_llama_dir, creation={"lora": lora, "forced_general_questions": 2})
+    creation = {"lora": lora, "forced_general_questions": 2, "method": method, "reader_steps": 2}
+    cfg = _config(tmp_path, tiny_llama_dir, creation=creation)
     assert cli.main(["demo", "--config", cfg, "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "What is the capital of France?" in out and "Tidewater" in out

@@ -28,7 +28,7 @@ def _moe(base, tmp_path, **changes):
            "router.min_match_score": 0.0, "integrator.expert_confidence_floor": 0.0,
            "creation.lora.r": 4, "creation.lora.alpha": 8, "creation.lora.epochs": 1.0, "creation.lora.min_steps": 0,
            "creation.lora.batch_size": 8, "creation.lora.max_length": 64, "creation.forced_general_questions": 4,
-           **changes},
+           "creation.method": "rules", **changes},
     )  # fmt: skip
     return AdaptiveMoE(cfg, base=base)
 

@@ -123,6 +123,30 @@ def test_the_facade_puts_citations_in_the_attribution(base, tmp_path):
             assert out.flagged and "no passage" in out.reason
 
 
+def test_a_mixture_of_retrieval_experts_cites_what_each_read(base, tmp_path):
+    other = "# Lamp L-9 notes\n\nThe Lamp L-9 weighs 900 g.\n\nIt is made in Leeds.\n"
+    for name, doc, source, seed in (("manual", DOC, "manual.md", 5), ("lamp", other, "lamp.md", 6)):
+        src = make_random_adapter(base.model, tmp_path / name, seed=seed)
+        PassageIndex.build(document_passages(doc, source), BagOfWords(), encoder="bow_test").save(src)
+        if name == "manual":
+            first = src
+        else:
+            second = src
+    changes = {"generation.max_new_tokens": 4, "router.embedder": "base", "integrator.expert_confidence_floor": 0.0,
+               "integrator.strategy": "mixture"}  # fmt: skip
+    cfg = AdaptiveMoEConfig().replace(workspace=str(tmp_path / "ws"), **changes)
+    with AdaptiveMoE(cfg, base=base) as moe:
+        moe.add_expert(first, "manual", questions=["How heavy is the W-3?"], kind="retrieval",
+                       extra={"retrieval": {"top_k": 1}})  # fmt: skip
+        moe.add_expert(second, "lamp", questions=["How heavy is the L-9?"], kind="retrieval",
+                       extra={"retrieval": {"top_k": 1}})  # fmt: skip
+        out = moe.generate("What is the weight in g?", experts=["manual", "lamp"])
+        assert out.attribution.strategy == "mixture"
+        cites = out.attribution.citations
+        assert {c["source"] for c in cites} == {"manual.md", "lamp.md"} and len(cites) == 2
+        assert cites[0]["score"] >= cites[1]["score"] and isinstance(out.attribution.supported, bool)
+
+
 def test_create_expert_with_the_retrieval_method(base, tmp_path):
     cfg = AdaptiveMoEConfig().replace(
         workspace=str(tmp_path / "ws"),
@@ -130,7 +154,8 @@ def test_create_expert_with_the_retrieval_method(base, tmp_path):
            "router.min_match_score": 0.0, "integrator.expert_confidence_floor": 0.0, "creation.method": "retrieval",
            "creation.retrieval_top_k": 2, "creation.retrieval_max_length": 96, "creation.lora.r": 4,
            "creation.lora.alpha": 8, "creation.lora.epochs": 1.0, "creation.lora.min_steps": 0,
-           "creation.forced_general_questions": 2, "creation.domain_margin": 0.0, "creation.general_tolerance": 1.0},
+           "creation.forced_general_questions": 2, "creation.domain_margin": 0.0, "creation.general_tolerance": 1.0,
+           "creation.reader": "document"},
     )  # fmt: skip
     text = (
         "The Tidewater Guild was founded in 1794 by Maren Tolliver in the port of Velmora. "
@@ -142,7 +167,11 @@ def test_create_expert_with_the_retrieval_method(base, tmp_path):
         assert result.admitted, result.reasons
         assert result.data["passages"] >= 1
         card = moe.experts.card("guild")
-        assert card.kind == "retrieval" and card.extra["retrieval"] == {"top_k": 2, "passages": result.data["passages"]}
+        assert card.kind == "retrieval" and card.extra["retrieval"] == {
+            "top_k": 2,
+            "passages": result.data["passages"],
+            "reader": "document",
+        }
         assert (moe.experts.path_of("guild") / INDEX_FILE).is_file()
         out = moe.generate("Who founded the Tidewater Guild?", experts=["guild"])
         assert out.attribution.citations and out.attribution.citations[0]["source"] == "text[0]"

@@ -1,0 +1,80 @@
+"""Fit the reader shipped for the embedded SmolLM2 (package data): the LoRA every retrieval expert of the
+embedded base answers with (see ``adaptive_moe/creation/reader.py``).
+
+Training data, RAFT style (the passage that holds the answer among distractors, in the prompt format a
+retrieval expert answers in): invented entities of every kind, and the reader questions of the
+**development** documents of ``benchmarks/corpus/dev`` shown with the two passages the MiniLM index
+retrieves for them. The test documents are never read here: ``bench_documents.py --split test`` measures
+the shipped reader on documents it has not seen.
+
+    python benchmarks/fit_embedded_reader.py          # ~13 min on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+if not __package__:  # run as `python benchmarks/fit_embedded_reader.py`: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from adaptive_moe import load_base_model
+from adaptive_moe.creation.reader import EMBEDDED_READER_DIR, READER_STEPS, synthetic_reading_examples, train_reader
+from adaptive_moe.creation.retrieval import build_index
+from adaptive_moe.experts.retrieval import context_prompt
+from adaptive_moe.model.encoders import make_embedder
+from benchmarks.bench_documents import load_corpus
+from benchmarks.common import add_run_arguments
+
+
+def corpus_examples(split: str, passages: int, repeats: int, seed: int,
+                    only: list[str] | None = None) -> list[tuple[str, str]]:  # fmt: skip
+    """Each reader question of ``split`` (of the documents named in ``only``, default all) with its
+    ``passages`` retrieved passages, in ``repeats`` orders."""
+    rng = random.Random(seed)
+    embedder = make_embedder("minilm")
+    out = []
+    for doc in load_corpus(split):
+        if only is not None and doc["name"] not in only:
+            continue
+        index = build_index([str(doc["path"])], embedder)
+        hits = index.search(embedder.encode([q for q, _ in doc["questions"]]).numpy(), passages)
+        for (question, golds), row in zip(doc["questions"], hits, strict=True):
+            for _ in range(repeats):
+                shown = [index.passages[i].text for i, _ in row]
+                rng.shuffle(shown)
+                out.append((context_prompt(question, shown), golds[0]))
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--synthetic", type=int, default=560, help="reading examples over invented entities")
+    parser.add_argument("--repeats", type=int, default=3, help="orders of the passages per dev question")
+    parser.add_argument("--target", default=str(EMBEDDED_READER_DIR), help="where the shipped reader is written")
+    add_run_arguments(parser)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    examples = synthetic_reading_examples(args.synthetic) + corpus_examples("dev", 2, args.repeats, seed=0)
+    random.Random(0).shuffle(examples)
+    base = load_base_model(device="cpu")
+    note = {"data": f"{args.synthetic} invented-entity examples + dev reader questions x{args.repeats}",
+            "default_steps": READER_STEPS}  # fmt: skip
+    target = train_reader(base, args.target, examples, steps=args.steps, note=note)
+    config = target / "adapter_config.json"  # name the base, not this machine's cache path
+    config.write_text(json.dumps({**json.loads(config.read_text()), "base_model_name_or_path": base.name}, indent=2))
+    weights = target / "adapter_model.safetensors"  # half precision: half the package size (the figures are measured with it)
+    save_file({k: v.to(torch.float16).contiguous() for k, v in load_file(str(weights)).items()}, str(weights))
+    print(f"reader written to {target} ({len(examples)} examples, {args.steps} steps)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
