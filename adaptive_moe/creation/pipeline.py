@@ -179,7 +179,9 @@ def create_expert(
     if index is not None and cfg.reader == "shared":
         from .reader import reader_for
 
-        reader = reader_for(moe.base, moe.config.workspace_path(), steps=cfg.reader_steps, progress=progress)
+        # training a reader (once per base) attaches its own LoRA: the pool's experts come back on demand
+        reader = reader_for(moe.base, moe.config.workspace_path(), steps=cfg.reader_steps, progress=progress,
+                            before_training=moe.pool.clear)  # fmt: skip
     timings["data"] = time.perf_counter() - t
     logger.info("expert %s: training data %s", name, json.dumps(data.stats))
 

@@ -1,10 +1,10 @@
 """The reading adapter a retrieval expert answers with.
 
 A small base reads poorly when passages are put in front of a question: the embedded SmolLM2-135M, given
-the one passage that holds the answer, answers 42% of the reader questions of the project's development
-documents (``benchmarks/results/documents.md``). A LoRA trained to answer from passages, with the passage
-that holds the answer among distractors (RAFT style), reads far better, and it is the same skill for
-every document. So it is trained once per base, not once per expert:
+the passages retrieval finds, answers 39-42% of the reader questions of the project's development
+documents; a LoRA trained to answer from passages, with the passage that holds the answer among
+distractors (RAFT style), answers 70-76% of them (``benchmarks/results/reader.md``). Reading is the same
+skill for every document, so the reader is trained once per base, not once per expert:
 
 - for the embedded model it ships in the package (``adaptive_moe/data/readers/``, fitted by
   ``benchmarks/fit_embedded_reader.py`` on invented entities and the development documents, never on
@@ -116,17 +116,21 @@ def _fitted_on(folder: Path) -> str | None:
         return None
 
 
-def reader_for(base: Any, workspace: str | Path, *, steps: int = READER_STEPS, progress: bool = True) -> Path:
+def reader_for(base: Any, workspace: str | Path, *, steps: int = READER_STEPS, progress: bool = True,
+               before_training: Any = None) -> Path:  # fmt: skip
     """The reader folder for ``base``: the shipped one when ``base`` is the model it was fitted on, else
     the workspace's (trained now for ``steps`` steps on invented entities when there is none yet: once
-    per base)."""
+    per base; ``before_training()`` is called first, say to unload the experts a pool holds on ``base``)."""
     if (EMBEDDED_READER_DIR / ADAPTER_FILES[1]).is_file() and _fitted_on(EMBEDDED_READER_DIR) == base.fingerprint:
         return EMBEDDED_READER_DIR
     folder = Path(workspace) / "readers" / base.fingerprint[:16]
     if _fitted_on(folder) == base.fingerprint and (folder / ADAPTER_FILES[1]).is_file():
         return folder
     logger.info("training a reader for %s (once per base; %d steps)", base.name, steps)
-    return train_reader(base, folder, steps=steps, progress=progress)
+    with base.lock:
+        if before_training is not None:
+            before_training()
+        return train_reader(base, folder, steps=steps, progress=progress)
 
 
 def copy_reader(reader: Path, adapter: Path) -> None:

@@ -141,3 +141,22 @@ def test_a_base_too_short_to_read_passages_gets_a_clear_error(base, tmp_path):
     with pytest.raises(ValueError, match=r"no reading example fits .*use creation\.method: rules"):
         reader_module.train_reader(base, tmp_path / "r", long, steps=1, progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_training_the_reader_unloads_the_pools_experts_first(base, tmp_path, short_examples):
+    from adaptive_moe.testing import make_random_adapter
+
+    cfg = AdaptiveMoEConfig().replace(
+        workspace=str(tmp_path / "ws"),
+        **{"generation.max_new_tokens": 3, "router.embedder": "base", "integrator.expert_confidence_floor": 0.0,
+           "creation.reader_steps": 2, "creation.forced_general_questions": 2, "creation.domain_margin": 0.0,
+           "creation.general_tolerance": 1.0},
+    )  # fmt: skip
+    general = [("What is the capital of France?", ["Paris"])] * 2
+    with AdaptiveMoE(cfg, base=base) as moe:
+        moe.add_expert(make_random_adapter(base.model, tmp_path / "old", seed=1), "old", questions=["Who?"])
+        moe.generate("Who?", experts=["old"])
+        assert "old" in moe.pool.resident
+        result = moe.create_expert("widget", documents=[SPEC], progress=False, general=general)
+        assert result.admitted and (tmp_path / "ws" / "readers").is_dir()
+        assert moe.generate("Who?", experts=["old"]).route == "expert"  # back on demand
