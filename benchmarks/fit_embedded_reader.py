@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     target = train_reader(base, args.target, examples, steps=args.steps, note=note)
     config = target / "adapter_config.json"  # name the base, not this machine's cache path
     config.write_text(json.dumps({**json.loads(config.read_text()), "base_model_name_or_path": base.name}, indent=2))
-    weights = target / "adapter_model.safetensors"  # half precision: half the package size (the figures are measured with it)
+    weights = target / "adapter_model.safetensors"  # half precision: half the package size (figures measured so)
     save_file({k: v.to(torch.float16).contiguous() for k, v in load_file(str(weights)).items()}, str(weights))
     print(f"reader written to {target} ({len(examples)} examples, {args.steps} steps)")
     return 0
