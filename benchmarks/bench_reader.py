@@ -33,14 +33,13 @@ from peft import PeftModel
 from adaptive_moe import load_base_model
 from adaptive_moe.config import GenerationConfig
 from adaptive_moe.creation.reader import READER_STEPS, synthetic_reading_examples, train_reader
-from adaptive_moe.creation.retrieval import build_index
 from adaptive_moe.evaluation.scoring import get_scorer
 from adaptive_moe.experts.retrieval import context_prompt
 from adaptive_moe.model.encoders import make_embedder
 from adaptive_moe.model.generation import generate_with_signals
 from benchmarks.bench_documents import is_right, load_corpus
 from benchmarks.common import add_run_arguments, command_line, machine_info, say, write_json_and_markdown
-from benchmarks.fit_embedded_reader import corpus_examples
+from benchmarks.fit_embedded_reader import corpus_examples, retrieved_passages
 
 FOLDS = (("lake_tessaly_encyclopedia", "orrin_vale_company_history", "pinecrest_allotment_minutes"),
          ("saffron_barley_bread_recipe", "strand9_buoy_specs", "wickball_glossary"))  # fmt: skip
@@ -50,10 +49,8 @@ def read(base, docs, k: int, judge, embedder) -> dict[str, dict[str, float]]:
     """Accuracy and retrieval recall per document with the top ``k`` passages."""
     out = {}
     for doc in docs:
-        index = build_index([str(doc["path"])], embedder)
         questions = doc["questions"]
-        hits = index.search(embedder.encode([q for q, _ in questions]).numpy(), k)
-        shown = [[index.passages[i].text for i, _ in row] for row in hits]
+        shown = retrieved_passages(doc, k, embedder)
         prompts = [context_prompt(q, s) for (q, _), s in zip(questions, shown, strict=True)]
         answers = generate_with_signals(base, prompts, GenerationConfig(max_new_tokens=24, batch_size=4))
         right = [is_right(a.text, g, judge) for a, (_, g) in zip(answers, questions, strict=True)]

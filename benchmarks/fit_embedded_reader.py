@@ -33,6 +33,14 @@ from benchmarks.bench_documents import load_corpus
 from benchmarks.common import add_run_arguments
 
 
+def retrieved_passages(doc: dict, k: int, embedder) -> list[list[str]]:
+    """For each reader question of corpus document ``doc``, the texts of the ``k`` passages its MiniLM index
+    returns, best first."""
+    index = build_index([str(doc["path"])], embedder)
+    hits = index.search(embedder.encode([q for q, _ in doc["questions"]]).numpy(), k)
+    return [[index.passages[i].text for i, _ in row] for row in hits]
+
+
 def corpus_examples(split: str, passages: int, repeats: int, seed: int,
                     only: list[str] | None = None) -> list[tuple[str, str]]:  # fmt: skip
     """Each reader question of ``split`` (of the documents named in ``only``, default all) with its
@@ -43,11 +51,9 @@ def corpus_examples(split: str, passages: int, repeats: int, seed: int,
     for doc in load_corpus(split):
         if only is not None and doc["name"] not in only:
             continue
-        index = build_index([str(doc["path"])], embedder)
-        hits = index.search(embedder.encode([q for q, _ in doc["questions"]]).numpy(), passages)
-        for (question, golds), row in zip(doc["questions"], hits, strict=True):
+        for (question, golds), row in zip(doc["questions"], retrieved_passages(doc, passages, embedder), strict=True):
             for _ in range(repeats):
-                shown = [index.passages[i].text for i, _ in row]
+                shown = list(row)
                 rng.shuffle(shown)
                 out.append((context_prompt(question, shown), golds[0]))
     return out

@@ -105,10 +105,11 @@ class Expert(ABC):
         """Generation settings this expert uses, given the caller's."""
         return generation
 
-    def cite(self, prompt: Prompt) -> list[dict[str, Any]]:
-        """The passages of this expert's documents that :meth:`format_prompt` puts in front of ``prompt``
-        (``source``, ``lines``, ``score``, ``text``, ``cite``); none for an expert that answers from memory."""
-        return []
+    def read(self, prompt: Prompt) -> tuple[Prompt, list[dict[str, Any]]]:
+        """:meth:`format_prompt`'s prompt and the passages of this expert's documents it puts in front of
+        ``prompt`` (``source``, ``lines``, ``score``, ``text``, ``cite``); none for an expert that answers
+        from memory."""
+        return self.format_prompt(prompt), []
 
     @abstractmethod
     def generate(self, prompts: Any, generation: GenerationConfig | None = None, **overrides: Any) -> list:

@@ -174,13 +174,12 @@ class RetrievalExpert(LoRAExpert):
 
     def format_prompt(self, prompt: Prompt) -> Prompt:
         """The prompt with this expert's passages for it in front of the question."""
-        [hits] = self.retrieve([query_text(prompt)])
-        return with_context(prompt, [p.text for p, _ in hits])
+        return self.read(prompt)[0]
 
-    def cite(self, prompt: Prompt) -> list[dict[str, Any]]:
-        """The passages :meth:`format_prompt` puts in front of ``prompt``, as citations."""
+    def read(self, prompt: Prompt) -> tuple[Prompt, list[dict[str, Any]]]:
+        """The prompt with this expert's passages in front, and those passages as citations (one retrieval)."""
         [hits] = self.retrieve([query_text(prompt)])
-        return _citations(hits)
+        return with_context(prompt, [p.text for p, _ in hits]), _citations(hits)
 
     def generate(self, prompts: Any, generation: GenerationConfig | None = None, **overrides: Any) -> list:
         """Retrieve, answer from the passages with the adapter active, and attach the citations."""

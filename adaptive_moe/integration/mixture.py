@@ -104,15 +104,16 @@ class MixtureIntegrator(Integrator):
             step = max(1, gen.batch_size)
             for start in range(0, len(prompts), step):  # one generate per chunk, k rows per prompt
                 chunk = list(prompts[start : start + step])
-                rows = [e.format_prompt(p) for p in chunk for e in loaded]  # prompt-major: row g*k + i
+                read = [[e.read(p) for e in loaded] for p in chunk]  # prompt-major: row g*k + i
+                rows = [row for group in read for row, _ in group]
                 processor = MixtureLogitsProcessor([w for _, w in experts], self.config.reweight_per_step, gen)
                 with self.base.adapter_host.mixed([s for _ in chunk for s in slots]) as generate_fn:
                     signals = self.base.generate_with_signals(rows, gen.replace(batch_size=len(rows)),
                                                               generate_fn=generate_fn,
                                                               logits_processor=[processor])  # fmt: skip
                 answers = self._answers(signals, names, processor, len(chunk), experts)
-                for prompt, answer in zip(chunk, answers, strict=True):
-                    _cite_all(answer.signals, [c for e in loaded for c in e.cite(prompt)])
+                for group, answer in zip(read, answers, strict=True):
+                    _cite_all(answer.signals, [c for _, cites in group for c in cites])
                 out.extend(answers)
         return out
 
