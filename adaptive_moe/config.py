@@ -257,7 +257,8 @@ class RouterConfig(_Section):
     pretrained: str = _f(
         "auto",
         help="'auto': for the embedded model, start from the router shipped for it (fitted probe, calibration, "
-        "threshold) when the workspace has none; 'none': a new router from this section",
+        "threshold; top_k, min_match_score and override_match_score from this section) when the workspace has "
+        "none; 'none': a new router from this section",
         choices=("auto", "none"),
     )
     estimator: str = _f("mean_logprob", help="confidence estimator name (see adaptive_moe.uncertainty)")
@@ -286,6 +287,14 @@ class RouterConfig(_Section):
     )
     top_k: int = _f(1, help="most experts used for one query", ge=1)
     min_match_score: float = _f(0.5, help="match score below which no expert covers a query", ge=0, le=1)
+    override_match_score: float | None = _f(
+        0.6,
+        help="a query matching an expert at least this well goes to it even when the base is confident (a base "
+        "that confidently answers about a user's documents from its own pretraining is wrong; with the MiniLM "
+        "embedder, general questions scored at most 0.49 against the development documents' experts); null: never",
+        ge=0,
+        le=1,
+    )
     target_error: float | None = _f(
         None, help="when set, choose the threshold so base-answered error <= this (with prob 1 - delta)", gt=0, lt=1
     )

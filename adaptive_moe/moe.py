@@ -148,6 +148,9 @@ class AdaptiveMoE(Closable):
 
             shipped = embedded_router_for(self.base)
             if shipped is not None:
+                # fitted: estimator, calibration, threshold, matcher; how matches are used is the user's
+                mine = self.config.router
+                shipped.config = shipped.config.replace(**{k: getattr(mine, k) for k in MATCH_SETTINGS})
                 return shipped
         return router_class(self.config.router.name)(self.config.router)
 
@@ -511,6 +514,10 @@ class AdaptiveMoE(Closable):
     def __repr__(self) -> str:
         return (f"AdaptiveMoE(base={self.base.name!r}, experts={self.experts.names()}, "
                 f"router={type(self.router).__name__}, integrator={self.config.integrator.strategy!r})")  # fmt: skip
+
+
+#: router settings that say how expert matches are used (nothing fitted): a shipped router takes the user's
+MATCH_SETTINGS = ("top_k", "min_match_score", "override_match_score")
 
 
 def _forced_decision(d: RouteDecision, experts: list[tuple[str, float]]) -> RouteDecision:

@@ -11,7 +11,9 @@ and after. Reported per document:
 - coverage: share of the questions whose gold answer is among the answers the expert was trained on
   (for an expert that reads its documents: in the passages it retrieved for the question);
 - learning: accuracy on the covered questions;
-- routing: share of the questions sent to this document's expert (top expert of an ``expert`` route);
+- routing: share of the questions sent to this document's expert (the top expert of an ``expert``
+  route, or the expert that was tried and abstained, its answer below the confidence floor);
+- abstained: share of the questions its expert was tried on and abstained ("I don't know");
 - accuracy: share answered right; an answer is right when it contains a gold answer and has at most
   20 words (an expert that recites its passage is not answering);
 - admitted, creation time, and the training set's counts;
@@ -45,6 +47,7 @@ from adaptive_moe import AdaptiveMoE, AdaptiveMoEConfig, AdaptiveMoEError
 from adaptive_moe.creation import general_knowledge_questions
 from adaptive_moe.creation.data import build_training_data
 from adaptive_moe.evaluation.scoring import get_scorer
+from adaptive_moe.routing import Query
 from benchmarks.common import add_run_arguments, command_line, load_base, machine_info, say, write_json_and_markdown
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -151,22 +154,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             outs = moe.generate([q for _, q, _ in questions], record_gaps=False, **gen)
             say("general questions with all the experts registered", "documents")
             after = moe.generate([q for q, _ in general], record_gaps=False, **gen)
+            match = match_scores(moe, [q for _, q, _ in questions])
+            general_match = match_scores(moe, [q for q, _ in general])
     rows = []
-    for (name, q, golds), out in zip(questions, outs, strict=True):
+    for (name, q, golds), out, m in zip(questions, outs, match, strict=True):
         top = max(out.experts, key=lambda e: e[1])[0] if out.experts else None
         rows.append({"doc": name, "question": q, "gold": golds, "answer": out.text, "route": out.route,
-                     "expert": top, "routed": out.route == "expert" and top == name, "reason": out.reason,
+                     "expert": top, "reason": out.reason,
+                     "confidence": out.confidence, "expert_confidence": out.expert_confidence, "match": m,
+                     "candidates": out.candidates,
                      "covered": covered(golds, _covering_texts(out, per_doc[name]["trained_answers"]), judge),
                      "right": is_right(out.text, golds, judge)})  # fmt: skip
-    for name, d in per_doc.items():
-        mine = [r for r in rows if r["doc"] == name]
-        cov = [r for r in mine if r["covered"]]
-        d["questions"] = len(mine)
-        d["coverage"] = _share(r["covered"] for r in mine)
-        d["learning"] = _share(r["right"] for r in cov) if cov else None
-        d["routing"] = _share(r["routed"] for r in mine)
-        d["accuracy"] = _share(r["right"] for r in mine)
-        d.pop("trained_answers")
+    summarise(per_doc, rows)
     g_before = [is_right(o.text, g, judge) for o, (_, g) in zip(before, general, strict=True)]
     g_after = [is_right(o.text, g, judge) for o, (_, g) in zip(after, general, strict=True)]
     general_result = {
@@ -175,14 +174,50 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "gained": sum(a and not b for b, a in zip(g_before, g_after, strict=True)),
         "sent_to_experts": _share(o.route in ("expert", "abstain") for o in after),
         "rows": [{"question": q, "before": b.text, "after": a.text, "route_after": a.route, "right_before": rb,
-                  "right_after": ra} for (q, _), b, a, rb, ra in zip(general, before, after, g_before, g_after,
-                                                                      strict=True)],
+                  "right_after": ra, "confidence": a.confidence, "match": m}
+                 for (q, _), b, a, rb, ra, m in zip(general, before, after, g_before, g_after, general_match,
+                                                    strict=True)],
     }  # fmt: skip
     return {"machine": machine_info(args.threads), "command": command_line(__file__, args.argv),
             "settings": {"split": args.split, "approach": args.approach, "tiny": args.tiny, "docs": len(docs),
                          "max_new_tokens": args.max_new_tokens, "max_answer_words": MAX_ANSWER_WORDS},
             "documents": per_doc, "general": general_result, "rows": rows,
             "elapsed_s": time.perf_counter() - started}  # fmt: skip
+
+
+def sent_to(row: dict[str, Any]) -> str | None:
+    """The expert a question was sent to: the top expert of an ``expert`` route, or the first expert
+    tried for an ``abstain`` (it answered below the confidence floor); ``None`` for base and gap."""
+    if row["route"] == "expert":
+        return row["expert"]
+    if row["route"] == "abstain" and row.get("candidates"):
+        return max(row["candidates"][0]["experts"], key=lambda e: e[1])[0]
+    return None
+
+
+def summarise(per_doc: dict[str, dict[str, Any]], rows: list[dict[str, Any]]) -> None:
+    """Per document (in place): questions, coverage, learning, routing, abstained, accuracy."""
+    for row in rows:
+        row["routed"] = sent_to(row) == row["doc"]
+    for name, d in per_doc.items():
+        mine = [r for r in rows if r["doc"] == name]
+        cov = [r for r in mine if r["covered"]]
+        d["questions"] = len(mine)
+        d["coverage"] = _share(r["covered"] for r in mine)
+        d["learning"] = _share(r["right"] for r in cov) if cov else None
+        d["routing"] = _share(r["routed"] for r in mine)
+        d["abstained"] = _share(r["routed"] and r["route"] == "abstain" for r in mine)
+        d["accuracy"] = _share(r["right"] for r in mine)
+        d.pop("trained_answers", None)
+
+
+def match_scores(moe: AdaptiveMoE, questions: list[str]) -> list[dict[str, float]]:
+    """Every expert's match score for each question (the router's matcher), whatever the route taken."""
+    matcher = moe.router.matcher
+    if matcher is None or not matcher.experts or not questions:
+        return [{} for _ in questions]
+    scores = matcher.scores(moe.router.embed([Query(q) for q in questions]))
+    return [{n: round(v, 4) for n, v in s.items()} for s in scores]
 
 
 def _share(flags) -> float:
@@ -206,19 +241,21 @@ def write_report(r: dict[str, Any], out: Path) -> Path:
         f"torch {r['machine']['torch']}; {r['elapsed_s'] / 60:.1f} min. An answer is right when it contains a gold "
         f"answer and has at most {s['max_answer_words']} words.",
         "",
-        "| document | genre | admitted | coverage | learning | routing | accuracy | creation (s) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| document | genre | admitted | coverage | learning | routing | abstained | accuracy | creation (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for n, d in docs.items():
         cells = [n, d["genre"], "yes" if d["admitted"] else "no", _pct(d["coverage"]), _pct(d["learning"]),
-                 _pct(d["routing"]), _pct(d["accuracy"]), f"{d['creation_s']:.0f}"]  # fmt: skip
+                 _pct(d["routing"]), _pct(d.get("abstained")), _pct(d["accuracy"]),
+                 f"{d['creation_s']:.0f}"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     if docs:
-        mean = {k: sum(d[k] or 0 for d in docs.values()) / len(docs) for k in ("coverage", "routing", "accuracy")}
+        mean = {k: sum(d.get(k) or 0 for d in docs.values()) / len(docs)
+                for k in ("coverage", "routing", "abstained", "accuracy")}  # fmt: skip
         admitted = sum(d["admitted"] for d in docs.values())
         seconds = sum(d["creation_s"] for d in docs.values()) / len(docs)
         cells = ["**mean**", "", f"{admitted}/{len(docs)}", f"{mean['coverage']:.2f}", "", f"{mean['routing']:.2f}",
-                 f"**{mean['accuracy']:.2f}**", f"{seconds:.0f}"]  # fmt: skip
+                 f"{mean['abstained']:.2f}", f"**{mean['accuracy']:.2f}**", f"{seconds:.0f}"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",

@@ -5,7 +5,9 @@ A passage is a few sentences of one paragraph, one list item, or one table row, 
 document's title and section in front of the body ("Aquila TR-20 manual — Specifications: Weight: 340
 g."), so a table row or list item still names what it is about when it is retrieved alone. Table rows
 become "first cell: other cells" sentences (with the column names when there are more than two
-columns) instead of being dropped, so spec sheets and manuals keep their facts.
+columns) instead of being dropped, so spec sheets and manuals keep their facts. A document without a
+title (a letter, a diary, notes) takes its file name as one ("letter_from_fenwick_farm.md" -> "Letter
+from fenwick farm"): what a reader calls the document is then in every passage it retrieves.
 """
 
 from __future__ import annotations
@@ -93,18 +95,35 @@ def _windows(sentences: list[str], max_words: int) -> list[list[str]]:
     return out
 
 
-def document_passages(text: str, source: str, markdown: bool = True, max_words: int = MAX_WORDS) -> list[Passage]:
+def title_from_name(source: str) -> str:
+    """A title made from a document's file name: ``"notes/letter_from_fenwick_farm.md"`` -> ``"Letter
+    from fenwick farm"``; ``""`` for sources that are not files (``text[0]``, ``dataset[3]``)."""
+    if re.fullmatch(r"(?:text|dataset)\[\d+\]", source):
+        return ""
+    stem = re.sub(r":\d+$", "", source).replace("\\", "/").rsplit("/", 1)[-1]
+    stem = stem.rsplit(".", 1)[0] if "." in stem.strip(".") else stem
+    words = re.sub(r"[_\-\s.]+", " ", stem).strip()
+    return (words[:1].upper() + words[1:]) if re.search(r"[^\W\d_]", words) else ""
+
+
+def document_passages(
+    text: str, source: str, markdown: bool = True, max_words: int = MAX_WORDS, default_title: str | None = None
+) -> list[Passage]:
     """Cut one document into passages (see the module docstring). Plain text is cut at blank lines;
-    its first line is taken as the title when it is short and does not end a sentence."""
+    its first line is taken as the title when it is short and does not end a sentence. A document
+    without a title of its own is titled ``default_title`` (``None``: :func:`title_from_name` of
+    ``source``; ``""``: no title)."""
     lines = text.splitlines()
+    fallback = title_from_name(source) if default_title is None else default_title
     title, heading = "", ""
     header: list[str] = []
     out: list[Passage] = []
 
     def context() -> str:
-        if heading and title and heading != title:
-            return f"{title} — {heading}"
-        return heading or title
+        main = title or fallback
+        if heading and main and heading != main:
+            return f"{main} — {heading}"
+        return heading or main
 
     def emit(body: str, first: int, last: int) -> None:
         body = body.strip()

@@ -195,8 +195,9 @@ class Router(ABC):
 
     def route(self, query: Query) -> RouteDecision:
         """Decide: confident base (confidence >= threshold; a threshold of 1.0 trusts the base never) →
-        ``"base"``; otherwise the top-k experts whose match score reaches
-        ``min_match_score`` (and is above 0: a score of 0 covers nothing) → ``"expert"``; otherwise → ``"gap"``."""
+        ``"base"``, unless an expert matches the query at least ``override_match_score`` (when set);
+        otherwise the top-k experts whose match score reaches ``min_match_score`` (and is above 0: a
+        score of 0 covers nothing) → ``"expert"``; otherwise → ``"gap"``."""
         return self._decide(self.score(query))
 
     def _decide(self, s: RouteScores) -> RouteDecision:
@@ -205,12 +206,19 @@ class Router(ABC):
             raise InvalidInputError(f"{type(self).__name__}.score gave confidence {s.confidence!r}, outside [0, 1]")
         common = {"confidence": s.confidence, "expert_scores": dict(s.expert_scores), "mode": self.mode,
                   "raw_confidence": s.raw_confidence}  # fmt: skip
-        if s.confidence is not None and s.confidence >= cfg.threshold and cfg.threshold < 1.0:  # 1.0: never the base
-            return RouteDecision("base", reason=f"base confidence {s.confidence:.2f} >= threshold {cfg.threshold:.2f}",
-                                 **common)  # fmt: skip
         matched = sorted(((n, v) for n, v in s.expert_scores.items() if v >= cfg.min_match_score and v > 0),
                          key=lambda item: (-item[1], item[0]))[: cfg.top_k]  # fmt: skip
-        low = "no base score" if s.confidence is None else f"base confidence {s.confidence:.2f} < {cfg.threshold:.2f}"
+        if s.confidence is not None and s.confidence >= cfg.threshold and cfg.threshold < 1.0:  # 1.0: never the base
+            override = cfg.override_match_score
+            if override is None or not matched or matched[0][1] < max(override, 1e-9):
+                return RouteDecision("base", reason=f"base confidence {s.confidence:.2f} >= threshold "
+                                     f"{cfg.threshold:.2f}", **common)  # fmt: skip
+            low = (f"base confidence {s.confidence:.2f} >= {cfg.threshold:.2f}, but the query matches an expert "
+                   f">= {override:.2f}")  # fmt: skip
+        elif s.confidence is None:
+            low = "no base score"
+        else:
+            low = f"base confidence {s.confidence:.2f} < {cfg.threshold:.2f}"
         if matched:
             total = sum(v for _, v in matched)
             experts = [(n, v / total) for n, v in matched]

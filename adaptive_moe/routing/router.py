@@ -69,13 +69,15 @@ class UncertaintyRouter(Router):
 
     def score_batch(self, queries: list[Query], *, match_all: bool = False) -> list[RouteScores]:
         """Scores for many queries. Experts are matched only for queries the base is not confident
-        about (the others go to the base whatever matches), unless ``match_all``."""
+        about (the others go to the base whatever matches), unless ``match_all`` or the config's
+        ``override_match_score`` is set (then every query is matched)."""
         views = [q.view for q in queries]
         if any(v is None for v in views):
             raise InvalidInputError("each query needs the base's signals (post) or prompt states (pre)")
         raw = self.estimator.score_batch(views)
         conf = self.confidence(raw)
         matches: list[dict[str, float]] = [{} for _ in queries]
+        match_all = match_all or self.config.override_match_score is not None
         todo = [i for i, c in enumerate(conf) if match_all or c < self.config.threshold]
         if self.matcher.experts and todo:
             for i, m in zip(todo, self.matcher.scores(self.embed([queries[i] for i in todo])), strict=True):

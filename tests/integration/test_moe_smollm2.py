@@ -66,3 +66,12 @@ def test_save_and_load_give_the_same_answers(moe, smollm2, trained_experts, tmp_
     with AdaptiveMoE.from_pretrained(tmp_path / "saved", base=smollm2) as loaded:
         after = loaded.generate(questions)
     assert [(o.route, o.text) for o in after] == [(o.route, o.text) for o in before]
+
+
+def test_the_shipped_router_takes_the_users_match_settings(smollm2, tmp_path):
+    changes = {"router.top_k": 2, "router.min_match_score": 0.45, "router.override_match_score": 0.8}
+    cfg = AdaptiveMoEConfig().replace(workspace=str(tmp_path / "ws"), **changes)
+    with AdaptiveMoE(cfg, base=smollm2) as system:
+        router = system.router.config
+        assert router.estimator == "probe"  # the shipped, fitted router ...
+        assert (router.top_k, router.min_match_score, router.override_match_score) == (2, 0.45, 0.8)  # ... used so

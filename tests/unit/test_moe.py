@@ -69,7 +69,7 @@ def _alone(moe, name, prompts):
 
 
 def test_confident_query_stays_on_the_base_with_the_base_text(base, adapters, tmp_path):
-    moe = _moe(base, adapters, tmp_path, {FRANCE: (0.9, {"alpha": 0.9})})
+    moe = _moe(base, adapters, tmp_path, {FRANCE: (0.9, {"alpha": 0.55})})  # matched, below the override (0.6)
     out = moe.generate(FRANCE)
     plain = base.generate_with_signals(FRANCE, max_new_tokens=6)[0]
     assert isinstance(out, MoEOutput)
@@ -81,6 +81,17 @@ def test_confident_query_stays_on_the_base_with_the_base_text(base, adapters, tm
     )
     assert {"base", "route", "total"} <= set(out.timings)
     assert "base confidence 0.90 >= threshold" in str(out)
+
+
+def test_a_confident_query_close_to_an_expert_goes_to_it(base, adapters, tmp_path):
+    moe = _moe(base, adapters, tmp_path, {FRANCE: (0.9, {"alpha": 0.9})})
+    out = moe.generate(FRANCE)
+    assert out.route == "expert" and out.experts == [("alpha", 1.0)] and out.confidence == pytest.approx(0.9)
+    assert "but the query matches an expert >= 0.60" in out.reason and out.base_text is not None
+    off = _moe(
+        base, adapters, tmp_path / "off", {FRANCE: (0.9, {"alpha": 0.9})}, **{"router.override_match_score": None}
+    )
+    assert off.generate(FRANCE).route == "base"
 
 
 def test_unconfident_query_goes_to_its_expert(base, adapters, tmp_path):

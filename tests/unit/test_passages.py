@@ -62,6 +62,22 @@ def test_plain_text_takes_a_short_first_line_as_title():
     assert ps[0].lines == (3, 4)
 
 
+def test_a_document_without_a_title_is_titled_by_its_file_name(tmp_path):
+    letter = "Dear Tomas,\n\nThe barn roof leaks at the north end.\n\n## Kitchen\n\nThe range is green.\n"
+    ps = document_passages(letter, "notes/letter_from_fenwick-farm.md")
+    assert [p.context for p in ps] == ["Letter from fenwick farm"] * 2 + ["Letter from fenwick farm — Kitchen"]
+    assert ps[1].text == "Letter from fenwick farm: The barn roof leaks at the north end."
+    # a title of its own wins; texts and dataset rows have no file name; "" turns the fallback off
+    assert document_passages("# Fenwick\n\nThe range is green.\n", "a_b.md")[0].context == "Fenwick"
+    assert [p.context for p in document_passages(letter, "text[0]")][:2] == ["", ""]
+    assert document_passages(letter, "farm.md", default_title="")[0].text == "Dear Tomas,"
+    (tmp_path / "skerrow_diary.txt").write_text("3rd March. Wind from the north-east.\n")
+    assert (
+        load_passages([str(tmp_path / "skerrow_diary.txt")])[0].text
+        == "Skerrow diary: 3rd March. Wind from the north-east."
+    )
+
+
 def test_round_trip_and_loading(tmp_path):
     p = document_passages(DOC, "m.md")[1]
     assert Passage.from_dict(p.to_dict()) == p

@@ -190,7 +190,7 @@ class FixedRouter(Router):
 def test_route_decisions():
     cfg = RouterConfig(threshold=0.5, min_match_score=0.4, top_k=2)
     q = Query("Who founded Kovane?")
-    base = FixedRouter(cfg, confidence=0.9, scores={"people": 0.9}).route(q)
+    base = FixedRouter(cfg, confidence=0.9, scores={"people": 0.55}).route(q)  # below override_match_score
     assert base.route == "base" and base.experts == [] and "0.90 >= threshold 0.50" in base.reason
     expert = FixedRouter(cfg, 0.2, {"people": 0.9, "companies": 0.6, "places": 0.45}).route(q)
     assert expert.route == "expert" and [n for n, _ in expert.experts] == ["people", "companies"]
@@ -200,6 +200,36 @@ def test_route_decisions():
     assert gap.to_dict()["route"] == "gap"
     with pytest.raises(InvalidInputError, match="outside"):
         FixedRouter(cfg, 1.5).route(q)
+
+
+def test_a_close_match_overrides_a_confident_base_when_asked():
+    q = Query("In which year did the great flood hit Port Ardwick?")
+    scores = {"ardwick": 0.85, "tessaly": 0.55}
+    plain = RouterConfig(threshold=0.5, min_match_score=0.5, top_k=2, override_match_score=None)
+    assert FixedRouter(plain, 0.9, scores).route(q).route == "base"  # off: a confident base always answers
+    cfg = RouterConfig(threshold=0.5, min_match_score=0.5, top_k=2, override_match_score=0.8)
+    d = FixedRouter(cfg, 0.9, scores).route(q)
+    assert d.route == "expert" and [n for n, _ in d.experts] == ["ardwick", "tessaly"]
+    assert "0.90 >= 0.50, but the query matches an expert >= 0.80" in d.reason
+    assert FixedRouter(cfg, 0.9, {"ardwick": 0.79}).route(q).route == "base"  # not close enough
+    assert FixedRouter(cfg, 0.2, {"ardwick": 0.6}).route(q).route == "expert"  # unsure: the usual rule
+    with pytest.raises(ConfigError, match="override_match_score"):
+        RouterConfig(override_match_score=1.5)
+
+
+def test_the_uncertainty_router_matches_every_query_when_a_match_can_override():
+    cfg = RouterConfig(estimator="mean_logprob", threshold=0.5, matcher="centroid", override_match_score=0.9)
+    router = UncertaintyRouter(cfg)
+    rng = np.random.default_rng(0)
+    ardwick = rng.normal(size=(4, 8)).astype(np.float32)
+    router.embed = lambda queries: np.stack([ardwick[0] if "Ardwick" in q.text else -ardwick[0] for q in queries])
+    router.matcher.set_background(ardwick[1:] * 0.01)  # general questions: near the origin
+    router.add_expert("ardwick", ardwick[:1])
+    sure = Query("When did the great flood hit Port Ardwick?", signals=sig([-0.05, -0.1]))
+    other = Query("What is the capital of France?", signals=sig([-0.05, -0.1]))
+    d_sure, d_other = router.route_batch([sure, other])
+    assert d_sure.route == "expert" and d_sure.expert_scores["ardwick"] == pytest.approx(1.0, abs=1e-4)
+    assert d_other.route == "base" and d_other.expert_scores["ardwick"] < 0.1  # matched, and not close
 
 
 def test_router_registry():

@@ -1,0 +1,316 @@
+"""Confidence estimators evaluated across question families (leave-one-family-out).
+
+A confidence estimator fitted on one kind of question can fail on another: a probe fitted to the shipped
+check set separated the base's right and wrong answers on it and barely on general questions worded
+otherwise. Here every estimator is fitted, and its calibrator too, on all families but one and scored on
+the one held out; per held-out family the report gives AUROC (with a bootstrap interval) and PRR of the
+raw score for the base's errors and ECE of the calibrated confidence. The headline is the mean AUROC
+over the families with at least ``min_class`` right and wrong answers, so that a family the base gets
+all wrong does not prop it up.
+
+Estimators (names in :data:`FAMILY_ESTIMATORS`): the logit statistics (no fit); a logistic regression
+over the five answer statistics; the hidden-state probe at two strengths; a probe on the query's states
+after several decoder layers; P(True), the base asked whether its own answer is correct (Kadavath et al.
+2022; one more prompt pass); and combinations. ``adaptive-moe calibrate --data F`` prints the same
+table when the questions of ``F`` carry a ``family`` field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import GenerationConfig
+from ..errors import InvalidInputError
+from ..evaluation.metrics import auroc, bootstrap_ci, ece, prr
+from ..model.generation import encode_prompts
+from ..uncertainty import get_estimator
+from ..uncertainty.calibration import make_calibrator
+from ..uncertainty.probe import HiddenStateProbe, answer_statistics
+
+STATISTICS = ("mean_logprob", "max_sequence_prob", "mean_entropy", "min_token_prob", "perplexity")
+P_TRUE_PROMPT = "Question: {q}\nProposed answer: {a}\nIs the proposed answer correct? Answer Yes or No."
+
+
+# -- extra passes ----------------------------------------------------------------------------------------
+def layer_query_states(base, questions: Sequence[str], generation: GenerationConfig, layers: Sequence[int]):
+    """The mean hidden state over the user's words after each of ``layers`` decoder blocks (one shallow
+    prompt pass per layer): ``{layer: (n, hidden) array}``."""
+    return {
+        layer: np.stack([s.query_hidden.numpy() for s in base.prompt_states(list(questions), generation, layers=layer)])
+        for layer in layers
+    }
+
+
+def _first_token_ids(tokenizer, words: Sequence[str]) -> list[int]:
+    out = set()
+    for w in words:
+        ids = tokenizer(w, add_special_tokens=False)["input_ids"]
+        if ids:
+            out.add(ids[0])
+    return sorted(out)
+
+
+def p_true_scores(base, questions: Sequence[str], answers: Sequence[str], generation: GenerationConfig) -> np.ndarray:
+    """P(True): the base is shown each question with its own answer and asked whether the answer is
+    correct; the score is the log-odds of "Yes" against "No" as the next token (one prompt pass)."""
+    if len(questions) != len(answers):
+        raise InvalidInputError(f"p_true_scores: {len(questions)} questions but {len(answers)} answers")
+    yes = _first_token_ids(base.tokenizer, ["Yes", " Yes", "yes", " yes"])
+    no = _first_token_ids(base.tokenizer, ["No", " No", "no", " no"])
+    prompts = [P_TRUE_PROMPT.format(q=q, a=a.strip()[:400] or "(no answer)") for q, a in zip(questions, answers,
+                                                                                             strict=True)]  # fmt: skip
+    out: list[float] = []
+    for start in range(0, len(prompts), generation.batch_size):
+        batch, _ = encode_prompts(base, prompts[start : start + generation.batch_size], generation)
+        mask = batch["attention_mask"]
+        positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        with base.lock, torch.no_grad():
+            logits = base.model(**batch, position_ids=positions).logits[:, -1, :].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        out += (torch.logsumexp(logp[:, yes], -1) - torch.logsumexp(logp[:, no], -1)).tolist()
+    return np.asarray(out, dtype=np.float64)
+
+
+# -- the data --------------------------------------------------------------------------------------------
+@dataclass
+class FamilyData:
+    """Everything the estimators read, one row per labelled base answer.
+
+    Attributes:
+        signals: the base answers' :class:`~adaptive_moe.model.generation.GenerationSignals`.
+        correct: whether each answer is right.
+        family: each question's family name.
+        layers: ``{layer: (n, hidden)}`` query states after shallower layers (``probe_layers``), or empty.
+        p_true: P(True) log-odds per answer, or ``None`` (then the P(True) estimators are skipped).
+        extra: more raw scores by name (e.g. a shipped router's), evaluated as they are, never fitted.
+    """
+
+    signals: list[Any]
+    correct: np.ndarray
+    family: np.ndarray
+    layers: dict[int, np.ndarray]
+    p_true: np.ndarray | None = None
+    extra: dict[str, np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        self.correct = np.asarray(self.correct, dtype=bool)
+        self.family = np.asarray(self.family)
+        n = len(self.signals)
+        if self.correct.shape != (n,) or self.family.shape != (n,):
+            raise InvalidInputError(f"FamilyData: {n} answers, {self.correct.size} labels, {self.family.size} families")
+        self.stats = np.stack([answer_statistics(s) for s in self.signals]) if n else np.zeros((0, 5))
+
+    @property
+    def families(self) -> list[str]:
+        """Family names in first-seen order."""
+        return list(dict.fromkeys(self.family.tolist()))
+
+    def hidden_layers(self) -> np.ndarray:
+        """The query states of every layer side by side: ``(n, layers * hidden)``."""
+        return np.concatenate([self.layers[k] for k in sorted(self.layers)], axis=1)
+
+
+def _lr(x_fit: np.ndarray, y_fit: np.ndarray, x_eval: np.ndarray, C: float) -> np.ndarray:
+    from sklearn.linear_model import LogisticRegression
+
+    mean, scale = x_fit.mean(0), x_fit.std(0)
+    scale = np.where(scale > 1e-8, scale, 1.0)
+    model = LogisticRegression(C=C, class_weight="balanced", max_iter=5000, random_state=0)
+    model.fit((x_fit - mean) / scale, y_fit)
+    return model.decision_function((x_eval - mean) / scale)
+
+
+def _weighted(x: np.ndarray, weight: float) -> np.ndarray:
+    """Standardised columns times ``weight``: a few informative numbers next to hundreds of hidden dimensions
+    are not drowned by the L2 penalty."""
+    scale = x.std(0)
+    return (x - x.mean(0)) / np.where(scale > 1e-8, scale, 1.0) * weight
+
+
+def _rows(d: FamilyData, mask: np.ndarray) -> list[Any]:
+    return [d.signals[i] for i in np.flatnonzero(mask)]
+
+
+def _statistic(name: str):
+    return lambda d, fit, held: get_estimator(name).score_batch(_rows(d, held))
+
+
+def _probe(C: float):
+    def score(d: FamilyData, fit: np.ndarray, held: np.ndarray) -> np.ndarray:
+        probe = HiddenStateProbe(C=C, answer_weight=3.0).fit(_rows(d, fit), d.correct[fit])
+        return probe.score_batch(_rows(d, held))
+
+    return score
+
+
+def _probe_layers(with_p_true: bool):
+    def score(d: FamilyData, fit: np.ndarray, held: np.ndarray) -> np.ndarray:
+        extra = np.column_stack([d.stats, d.p_true]) if with_p_true else d.stats
+        x = np.column_stack([d.hidden_layers(), _weighted(extra, 3.0 * np.sqrt(len(d.layers)))])
+        return _lr(x[fit], d.correct[fit], x[held], C=0.001)
+
+    return score
+
+
+def _logit_lr(with_p_true: bool):
+    def score(d: FamilyData, fit: np.ndarray, held: np.ndarray) -> np.ndarray:
+        x = np.column_stack([d.stats, d.p_true]) if with_p_true else d.stats
+        return _lr(x[fit], d.correct[fit], x[held], C=1.0)
+
+    return score
+
+
+#: name -> (score(data, fit_rows, held_rows) -> raw scores of the held rows, what it needs besides the answer)
+FAMILY_ESTIMATORS: dict[str, tuple[Callable[[FamilyData, np.ndarray, np.ndarray], np.ndarray], tuple[str, ...]]] = {
+    **{name: (_statistic(name), ()) for name in STATISTICS},
+    "logit_lr": (_logit_lr(False), ()),
+    "probe_C0.003": (_probe(0.003), ()),
+    "probe_C0.03": (_probe(0.03), ()),
+    "probe_layers": (_probe_layers(False), ("layers",)),
+    "p_true": (lambda d, fit, held: d.p_true[held], ("p_true",)),
+    "logit_lr+p_true": (_logit_lr(True), ("p_true",)),
+    "probe_layers+p_true": (_probe_layers(True), ("layers", "p_true")),
+}
+
+
+def _scorer(d: FamilyData, name: str):
+    if d.extra and name in d.extra:
+        return lambda d_, fit, held: d_.extra[name][held]
+    return FAMILY_ESTIMATORS[name][0]
+
+
+def available_estimators(d: FamilyData) -> list[str]:
+    """The estimators ``d`` has the inputs for, then its ``extra`` scores."""
+    have = {"layers": bool(d.layers), "p_true": d.p_true is not None}
+    names = [n for n, (_, needs) in FAMILY_ESTIMATORS.items() if all(have[x] for x in needs)]
+    return names + list(d.extra or {})
+
+
+def out_of_family_scores(d: FamilyData, name: str, rows: np.ndarray) -> np.ndarray:
+    """Scores of ``rows``, each family's from the estimator fitted on the other families among ``rows``:
+    what a calibrator must be fitted on to behave on a family its estimator never saw."""
+    score = _scorer(d, name)
+    out = np.zeros(int(rows.sum()))
+    fams = d.family[rows]
+    for fam in dict.fromkeys(fams.tolist()):
+        held = rows & (d.family == fam)
+        out[fams == fam] = score(d, rows & ~held, held)
+    return out
+
+
+def leave_one_family_out(
+    d: FamilyData,
+    estimators: Sequence[str] | None = None,
+    *,
+    general_families: Sequence[str] = (),
+    min_class: int = 10,
+    bootstrap: int = 500,
+) -> dict[str, dict[str, Any]]:
+    """Per estimator: per held-out family ``n, right, wrong, auroc, auroc_ci, prr, ece, headline``; and
+    ``mean_auroc`` (families with at least ``min_class`` right and wrong answers), ``general_auroc`` and
+    ``general_prr`` (the same over ``general_families``), ``pooled_auroc`` / ``pooled_ece`` (every held-out
+    family's calibrated confidences together)."""
+    fams = d.families
+    if len(fams) < 2:
+        raise InvalidInputError(f"leave-one-family-out needs at least two families; got {fams}")
+    names = list(estimators) if estimators is not None else available_estimators(d)
+    unknown = [n for n in names if n not in FAMILY_ESTIMATORS and not (d.extra and n in d.extra)]
+    if unknown:
+        raise InvalidInputError(f"unknown estimators {unknown}; allowed: {available_estimators(d)}")
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        score = _scorer(d, name)
+        per: dict[str, dict[str, Any]] = {}
+        confs, ys = [], []
+        for fam in fams:
+            held = d.family == fam
+            fit = ~held
+            y = d.correct[held]
+            raw = score(d, fit, held)
+            raw_fit = out_of_family_scores(d, name, fit) if len(fams) > 2 else score(d, fit, fit)
+            if 0 < d.correct[fit].sum() < fit.sum():
+                conf = np.asarray(make_calibrator("isotonic").fit(raw_fit, d.correct[fit])(raw), dtype=np.float64)
+            else:
+                conf = np.full(raw.shape, float(d.correct[fit].mean()))
+            confs.append(conf)
+            ys.append(y)
+            both = 0 < y.sum() < y.size
+            per[fam] = {
+                "n": int(y.size), "right": int(y.sum()), "wrong": int((~y).sum()),
+                "auroc": float(auroc(raw, y)) if both else None,
+                "auroc_ci": list(bootstrap_ci(auroc, raw, y, n=bootstrap)) if both and bootstrap else None,
+                "prr": float(prr(raw, y.astype(float))) if both else None,
+                "ece": float(ece(conf, y)),
+                "headline": bool(min(int(y.sum()), int((~y).sum())) >= min_class),
+            }  # fmt: skip
+        head = [r["auroc"] for r in per.values() if r["headline"]]
+        gen = [f for f in general_families if f in per and per[f]["headline"]]
+        conf_all, y_all = np.concatenate(confs), np.concatenate(ys)
+        out[name] = {
+            "families": per,
+            "mean_auroc": _mean(head),
+            "headline_families": len(head),
+            "general_auroc": _mean(per[f]["auroc"] for f in gen),
+            "general_prr": _mean(per[f]["prr"] for f in gen),
+            "pooled_auroc": float(auroc(conf_all, y_all)) if 0 < y_all.sum() < y_all.size else None,
+            "pooled_ece": float(ece(conf_all, y_all)),
+        }
+    return out
+
+
+def _mean(xs) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return float(np.mean(xs)) if xs else None
+
+
+def shipping_choice(results: dict[str, dict[str, Any]], costs: dict[str, float], max_cost: float = 1.1,
+                    exclude: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
+    """The shipping rule: the best leave-one-family-out general-knowledge AUROC among estimators that cost
+    under ``max_cost`` generations and are never worse than the best single logit statistic on any held-out
+    family (a statistic itself always qualifies on that count)."""
+    stats = [s for s in STATISTICS if s in results]
+    fams = [f for f, r in results[stats[0]]["families"].items() if r["auroc"] is not None] if stats else []
+    best_stat = {f: max(results[s]["families"][f]["auroc"] for s in stats) for f in fams}
+    eligible, why = [], {}
+    for name, r in results.items():
+        if name in exclude or r["general_auroc"] is None:
+            continue
+        worse = [f for f in fams if (r["families"][f]["auroc"] or 0.0) < best_stat[f] - 1e-12]
+        if costs.get(name, 1.0) >= max_cost:
+            why[name] = f"cost {costs.get(name, 1.0):.2f}x >= {max_cost}x a generation"
+        elif worse and name not in stats:
+            why[name] = "below the best logit statistic on " + ", ".join(worse)
+        else:
+            eligible.append(name)
+    chosen = max(eligible, key=lambda e: results[e]["general_auroc"], default=None)
+    return {"chosen": chosen, "eligible": eligible, "excluded": why, "best_statistic_per_family": best_stat}
+
+
+def _f(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3f}"
+
+
+def family_table(results: dict[str, dict[str, Any]], costs: dict[str, float] | None = None) -> list[str]:
+    """A Markdown table: one row per estimator, headline figures then AUROC per held-out family."""
+    first = next(iter(results.values()))
+    fams = list(first["families"])
+    head = (
+        "| estimator | cost (x generation) | mean AUROC | general-knowledge AUROC | general-knowledge PRR "
+        "| pooled ECE | "
+    )
+    lines = [head + " | ".join(f"AUROC {f}" for f in fams) + " |", "|---|---|---|---|---|---|" + "---|" * len(fams)]
+    for name, r in results.items():
+        cells = []
+        for f in fams:
+            row = r["families"][f]
+            ci = row.get("auroc_ci")
+            cells.append(_f(row["auroc"]) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
+        cost = f"{costs[name]:.2f}" if costs and name in costs else "—"
+        lines.append(f"| {name} | {cost} | {_f(r['mean_auroc'])} | {_f(r['general_auroc'])} | {_f(r['general_prr'])} "
+                     f"| {_f(r['pooled_ece'])} | " + " | ".join(cells) + " |")  # fmt: skip
+    return lines
