@@ -37,6 +37,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``adaptive-moe serve``: the OpenAI-compatible HTTP API, in the foreground until SIGTERM/SIGINT."""
+    from .moe import AdaptiveMoE
+    from .serving import serve
+
+    cfg = _load_config(args.config)
+    changes = {f"serve.{k}": v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    cfg = cfg.replace(**changes) if changes else cfg
+    with AdaptiveMoE(cfg) as moe:
+        serve(moe, cfg.serve)
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     """``adaptive-moe generate``: answer one prompt through the routed system."""
     from .moe import AdaptiveMoE
@@ -239,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("serve", parents=[common],
+                       help="serve the OpenAI-compatible HTTP API (API key from $ADAPTIVE_MOE_API_KEY)")  # fmt: skip
+    p.add_argument("--host", help="address to bind (default: serve.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="TCP port (default: serve.port, 8000)")
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("generate", parents=[common], help="answer prompts, routed between the base and experts")
     p.add_argument("prompt", nargs="+", help="one or more prompts")
     p.add_argument("--max-new-tokens", type=int, default=None)
@@ -281,7 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_experts)
 
     p = sub.add_parser("calibrate", parents=[common], help="train the router on labelled questions and save it")
-    p.add_argument("--data", required=True, help='JSONL: {"question", "answers" (list or string), "domain"?}')
+    p.add_argument(
+        "--data",
+        required=True,
+        help='JSONL: {"question", "answers" (list or string), "domain"?, '
+        '"family"?}; with families, also prints the leave-one-family-out table of the estimators',
+    )
     p.add_argument("--out", help="router folder (default: router in the config's workspace)")
     p.add_argument("--cache-dir", help="folder that keeps the labelled base answers for reuse")
     how = p.add_mutually_exclusive_group()

@@ -444,10 +444,28 @@ class CreationConfig(_Section):
 
 
 @dataclass
+class ServeConfig(_Section):
+    """The OpenAI-compatible HTTP server (``adaptive-moe serve``)."""
+
+    host: str = _f("127.0.0.1", help="address to bind; 127.0.0.1 serves this machine only, 0.0.0.0 every interface")
+    port: int = _f(8000, help="TCP port", ge=0, le=65535)
+    batch_window_ms: float = _f(
+        10.0, help="how long the first request of a batch waits for others to join it (milliseconds)", ge=0, le=10000
+    )
+    max_batch: int = _f(8, help="most requests answered in one batched call", ge=1)
+    max_queue: int = _f(64, help="most requests waiting; beyond it the server answers 503 with Retry-After", ge=1)
+    max_body_bytes: int = _f(1_000_000, help="largest request body accepted (413 beyond it)", ge=1024)
+    model_name: str = _f("adaptive-moe", help="the model id of the routed system in /v1/models")
+    graceful_shutdown_s: float = _f(
+        60.0, help="on SIGTERM/SIGINT, how long requests in flight may take to finish", ge=0
+    )
+
+
+@dataclass
 class AdaptiveMoEConfig(_Section):
     """The whole system's configuration. ``AdaptiveMoEConfig()`` is the embedded model on CPU.
 
-    Sections: ``model``, ``generation``, ``router``, ``pool``, ``integrator``, ``gaps``, ``creation``;
+    Sections: ``model``, ``generation``, ``router``, ``pool``, ``integrator``, ``gaps``, ``creation``, ``serve``;
     ``workspace`` is the folder that holds this system's experts, gap ledger and caches.
     """
 
@@ -458,6 +476,7 @@ class AdaptiveMoEConfig(_Section):
     integrator: IntegratorConfig = field(default_factory=IntegratorConfig, metadata={"help": "integrator"})
     gaps: GapsConfig = field(default_factory=GapsConfig, metadata={"help": "knowledge gaps"})
     creation: CreationConfig = field(default_factory=CreationConfig, metadata={"help": "expert creation"})
+    serve: ServeConfig = field(default_factory=ServeConfig, metadata={"help": "HTTP server"})
     workspace: str = _f("adaptive_moe_workspace", help="folder for experts, gap ledger and caches")
 
     def _extra_problems(self) -> list[str]:

@@ -278,7 +278,13 @@ class AdaptiveMoE(Closable):
 
     # -- generation ----------------------------------------------------------------------------------
     def generate(
-        self, prompts: Any, *, experts: Sequence[str] | None = None, record_gaps: bool = True, **settings: Any
+        self,
+        prompts: Any,
+        *,
+        experts: Sequence[str] | None = None,
+        record_gaps: bool = True,
+        request_ids: Sequence[str | None] | None = None,
+        **settings: Any,
     ):
         """Answer a prompt (a string or chat messages: one :class:`MoEOutput`) or a list of prompts
         (a list of them), routed by the base model's confidence.
@@ -288,16 +294,22 @@ class AdaptiveMoE(Closable):
                 either. A conversation is routed by its last user message and answered whole.
             experts: skip the router's choice and answer with these registered experts (equal weights).
             record_gaps: log "gap" queries in the gap ledger (off for evaluation runs).
+            request_ids: one id per prompt (or ``None``), stored with its gap record: a prompt whose id the
+                ledger already holds (a retried request) is not recorded again.
             **settings: generation settings for this call: ``max_new_tokens``, ``temperature``,
                 ``top_p``, ``top_k``, ``do_sample``, ``seed``, ``repetition_penalty``, ``stop``,
                 ``system_prompt``, ``batch_size``.
         """
         single = isinstance(prompts, str) or _is_conversation(prompts)
         items = normalize_prompts(prompts)
+        if request_ids is not None and len(request_ids) != len(items):
+            raise InvalidInputError(
+                f"request_ids: {len(request_ids)} ids for {len(items)} prompts; give one per prompt"
+            )
         generation = self._generation(settings)
         forced = self._check_forced(experts)
         with self.base.lock:
-            outputs = self._answer(items, generation, forced, record_gaps=record_gaps)
+            outputs = self._answer(items, generation, forced, record_gaps=record_gaps, request_ids=request_ids)
         return outputs[0] if single else outputs
 
     __call__ = generate
@@ -333,7 +345,8 @@ class AdaptiveMoE(Closable):
                 raise UnknownNameError("expert", n, known)
         return [(n, 1.0 / len(names)) for n in dict.fromkeys(names)]
 
-    def _answer(self, prompts: list[Any], generation, forced, stream=None, record_gaps=True) -> list[MoEOutput]:
+    def _answer(self, prompts: list[Any], generation, forced, stream=None, record_gaps=True,
+                request_ids=None) -> list[MoEOutput]:  # fmt: skip
         from .model.generation import streaming
 
         started = time.perf_counter()
@@ -362,7 +375,8 @@ class AdaptiveMoE(Closable):
                                  forced is not None)  # fmt: skip
         timings["total"] = (time.perf_counter() - started) * 1000
         if record_gaps:
-            self._record_gaps([(p, d, o) for p, d, o in zip(prompts, decisions, outputs, strict=True)
+            ids = list(request_ids) if request_ids is not None else [None] * len(prompts)
+            self._record_gaps([(p, d, o, r) for p, d, o, r in zip(prompts, decisions, outputs, ids, strict=True)
                                if o.route == "gap"])  # fmt: skip
         for out in outputs:
             out.timings = {**timings, **out.timings}
@@ -485,16 +499,16 @@ class AdaptiveMoE(Closable):
             self._calibrators[key] = Calibrator.from_dict(state) if state else None
         return self._calibrators[key]
 
-    def _record_gaps(self, gaps: list[tuple[Any, RouteDecision, MoEOutput]]) -> None:
+    def _record_gaps(self, gaps: list[tuple[Any, RouteDecision, MoEOutput, str | None]]) -> None:
         if self.gaps is None or not gaps:
             return
         embeddings: list[Any] = [None] * len(gaps)
         try:
-            embeddings = list(self.embed_queries([Query(p, signals=o.signals) for p, _, o in gaps]))
+            embeddings = list(self.embed_queries([Query(p, signals=o.signals) for p, _, o, _ in gaps]))
         except (InvalidInputError, ImportError) as e:  # the gap is still worth recording without it
             logger.warning("gap queries recorded without embeddings: %s", e)
-        for (prompt, decision, _), emb in zip(gaps, embeddings, strict=True):
-            self.gaps.record_decision(Query(prompt).text, decision, embedding=emb)
+        for (prompt, decision, _, request_id), emb in zip(gaps, embeddings, strict=True):
+            self.gaps.record_decision(Query(prompt).text, decision, embedding=emb, request_id=request_id)
 
     def embed_queries(self, queries: Sequence[Query]):
         """Query embeddings as the router matches them (:meth:`~adaptive_moe.routing.Router.embed`)."""

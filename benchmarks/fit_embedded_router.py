@@ -1,12 +1,13 @@
 """Fit the router shipped for the embedded SmolLM2 (package data), and measure it on held-out questions.
 
-The facade uses this router when the base is the embedded model and the workspace holds no router of
-its own (``router.pretrained: auto``): the probe on the query's hidden state and the answer's token
-statistics, isotonic calibration, threshold 0.5 on the calibrated scale (the base answers when it is
-more likely right than wrong), and the MiniLM embeddings of the general check set as the matcher's
-background. Fit: the even-numbered general questions and invented entities of four kinds (seed 0);
-measured: the odd-numbered general questions and other invented entities (seed 100), worded by the
-test templates. Generation settings: the facade's defaults (64 new tokens, greedy).
+The facade uses this router when the base is the embedded model and the workspace holds no router of its
+own (``router.pretrained: auto``): the confidence estimator the shipping rule chose across question
+families (``benchmarks/bench_uncertainty.py``; ``--estimator`` overrides it), isotonic calibration,
+threshold 0.5 on the calibrated scale (the base answers when it is more likely right than wrong), and
+the MiniLM embeddings of the general check set as the matcher's background. Fit: the even-numbered
+general questions and invented entities of four kinds (seed 0); measured: the odd-numbered general
+questions and other invented entities (seed 100), worded by the test templates. Generation settings: the
+facade's defaults (64 new tokens, greedy).
 
     python benchmarks/fit_embedded_router.py          # ~10 min on 2 CPU cores (base answers are cached)
 """
@@ -51,6 +52,9 @@ def main(argv=None) -> int:
     parser.add_argument("--entities", type=int, default=8, help="invented entities per kind (5 questions each)")
     add_run_arguments(parser)
     parser.add_argument("--target", default=str(EMBEDDED_ROUTER_DIR), help="where the shipped router is written")
+    parser.add_argument("--estimator", default=None,
+                        help="confidence estimator (default: the shipping rule's choice in "
+                             "benchmarks/results/uncertainty.json, else probe)")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -61,7 +65,8 @@ def main(argv=None) -> int:
                              cache_dir=cache)  # fmt: skip
     test = label_base_answers(base, data(args.entities, 100, "test_qa", slice(1, None, 2)), generation=gen,
                               cache_dir=cache)  # fmt: skip
-    cfg = RouterConfig(estimator="probe", calibration="isotonic", threshold=0.5, matcher="knn", embedder="minilm")
+    estimator = args.estimator or shipping_rule_choice() or "probe"
+    cfg = RouterConfig(estimator=estimator, calibration="isotonic", threshold=0.5, matcher="knn", embedder="minilm")
     router, info = train_router(base, fit, config=cfg)
     general = [q for q, _ in general_knowledge_questions()]
     router.matcher.set_background(embed_questions(router, base, general))
@@ -101,12 +106,13 @@ def main(argv=None) -> int:
         "",
         f"Command: `{r['command']}`. Fit on {len(fit)} questions (even general questions + invented entities, "
         f"seed 0), measured on {len(test)} others (odd general questions + invented entities, seed 100, test "
-        "wordings). Probe + isotonic calibration, threshold 0.5.",
+        f"wordings). Estimator `{estimator}` (the shipping rule's choice in `uncertainty.md`) + isotonic "
+        "calibration, threshold 0.5.",
         "",
         "| measure | value |",
         "|---|---|",
         f"| base accuracy on the test questions | {r['test_base_accuracy']:.3f} |",
-        f"| probe AUROC (base errors), whole mix | {r['estimators']['router:probe']['auroc']:.3f} |",
+        f"| router AUROC (base errors), whole mix | {r['estimators'][f'router:{estimator}']['auroc']:.3f} |",
         f"| share the base answers | {r['base_answered_share']:.3f} |",
         f"| error among base-answered questions | {r['error_among_base_answered'] or 0:.3f} |",
         f"| general questions kept on the base | {r['general_kept_share']:.3f} |",
@@ -116,6 +122,14 @@ def main(argv=None) -> int:
     write_json_and_markdown(Path(args.out), "embedded_router", result, lines)
     print("\n".join(lines))
     return 0
+
+
+def shipping_rule_choice() -> str | None:
+    """The estimator the shipping rule chose in the last cross-family benchmark (bench_uncertainty.py)."""
+    path = Path(__file__).resolve().parent / "results" / "uncertainty.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("choice", {}).get("chosen")
 
 
 def _queries(dataset):

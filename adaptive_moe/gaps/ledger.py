@@ -38,7 +38,7 @@ from ..utils.lifecycle import Closable
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: request_id (a retried request is recorded once)
 APPLICATION = "adaptive_moe gap ledger"
 _COLUMNS = "id, query, created, confidence, best_expert, best_score, reason, dim, embedding, resolved_by, resolved_at"
 _SCHEMA = """
@@ -54,11 +54,18 @@ CREATE TABLE IF NOT EXISTS gaps (
     dim INTEGER,
     embedding BLOB,
     resolved_by TEXT,
-    resolved_at REAL
+    resolved_at REAL,
+    request_id TEXT
 );
 CREATE INDEX IF NOT EXISTS gaps_created ON gaps (created);
 CREATE INDEX IF NOT EXISTS gaps_resolved ON gaps (resolved_by);
+CREATE UNIQUE INDEX IF NOT EXISTS gaps_request ON gaps (request_id) WHERE request_id IS NOT NULL;
 """
+_MIGRATE_TO_2 = (
+    "ALTER TABLE gaps ADD COLUMN request_id TEXT",
+    "CREATE UNIQUE INDEX IF NOT EXISTS gaps_request ON gaps (request_id) WHERE request_id IS NOT NULL",
+    "UPDATE schema_version SET version = 2",
+)
 _CHUNK = 500  # ids per IN (...) clause, well under SQLite's variable limit
 
 
@@ -217,6 +224,7 @@ class GapLedger(Closable):
                     "give the path of a ledger or of a new file"
                 )
             self._check_version(conn, where)
+            self._migrate(conn)
             check = conn.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise InvalidInputError(f"gap ledger {where!r} is corrupt ({check}); move it away to start a new one")
@@ -254,6 +262,19 @@ class GapLedger(Closable):
                 f"{SCHEMA_VERSION}: upgrade adaptive_moe"
             )
 
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        """Bring a version-1 ledger to version 2 (the request_id column) in one transaction."""
+        conn.execute("BEGIN IMMEDIATE")  # another process may be migrating the same file
+        try:
+            if conn.execute("SELECT version FROM schema_version").fetchone()[0] == 1:
+                for statement in _MIGRATE_TO_2:
+                    conn.execute(statement)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             raise InvalidInputError("the gap ledger is closed; open a new GapLedger")
@@ -283,6 +304,7 @@ class GapLedger(Closable):
         reason: str = "",
         embedding: Any = None,
         created: float | None = None,
+        request_id: str | None = None,
     ) -> int:
         """Record one gap durably (committed before this returns) and apply retention.
 
@@ -295,9 +317,11 @@ class GapLedger(Closable):
             embedding: the query's embedding, a 1-D vector of finite numbers with the same dimension as
                 the ledger's other embeddings; or None.
             created: UTC epoch seconds (default: now).
+            request_id: the id of the request that asked (a server's ``X-Request-Id``): a second record
+                with the same id (a retried request) is not stored again; its first entry's id is returned.
 
         Returns:
-            The new entry's id.
+            The new entry's id (or, for a request id already recorded, the existing entry's).
         """
         if not isinstance(query, str) or not query.strip():
             raise InvalidInputError(f"query must be a non-empty string, got {query!r}")
@@ -309,6 +333,11 @@ class GapLedger(Closable):
             raise InvalidInputError("give best_expert and best_score together (both None when no expert scored)")
         if not isinstance(reason, str):
             raise InvalidInputError(f"reason must be a string, got {type(reason).__name__}")
+        if request_id is not None and (not isinstance(request_id, str) or not request_id.strip()
+                                       or len(request_id) > 200):  # fmt: skip
+            raise InvalidInputError(
+                f"request_id must be a non-empty string of at most 200 characters, got {request_id!r}"
+            )
         vector = _as_vector(embedding)
         if created is None:
             created = time.time()
@@ -316,6 +345,10 @@ class GapLedger(Closable):
             raise InvalidInputError(f"created must be UTC epoch seconds (a finite number), got {created!r}")
 
         def work(conn: sqlite3.Connection) -> int:
+            if request_id is not None:
+                row = conn.execute("SELECT id FROM gaps WHERE request_id = ?", (request_id,)).fetchone()
+                if row is not None:
+                    return int(row[0])
             if vector is not None:
                 row = conn.execute("SELECT dim FROM gaps WHERE dim IS NOT NULL LIMIT 1").fetchone()
                 if row is not None and row[0] != vector.size:
@@ -324,19 +357,20 @@ class GapLedger(Closable):
                         "(record embeddings from the same embedder, or None)"
                     )
             cur = conn.execute(
-                "INSERT INTO gaps (query, created, confidence, best_expert, best_score, reason, dim, embedding) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO gaps (query, created, confidence, best_expert, best_score, reason, dim, embedding, "
+                "request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (query, float(created), confidence, best_expert, best_score, reason,
                  None if vector is None else int(vector.size),
-                 None if vector is None else vector.astype("<f4").tobytes()),
+                 None if vector is None else vector.astype("<f4").tobytes(), request_id),
             )  # fmt: skip
             self._retain(conn)
             return int(cur.lastrowid)
 
         return self._write(work)
 
-    def record_decision(self, query: str, decision: Any, embedding: Any = None) -> int:
-        """Record a router's ``"gap"`` :class:`~adaptive_moe.routing.RouteDecision` for ``query``."""
+    def record_decision(self, query: str, decision: Any, embedding: Any = None, request_id: str | None = None) -> int:
+        """Record a router's ``"gap"`` :class:`~adaptive_moe.routing.RouteDecision` for ``query`` (once per
+        ``request_id`` when given)."""
         best = decision.best_expert
         return self.record(
             query,
@@ -345,6 +379,7 @@ class GapLedger(Closable):
             best_score=best[1] if best else None,
             reason=decision.reason,
             embedding=embedding,
+            request_id=request_id,
         )
 
     def _retain(self, conn: sqlite3.Connection, now: float | None = None) -> int:

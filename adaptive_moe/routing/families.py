@@ -29,7 +29,7 @@ from ..errors import InvalidInputError
 from ..evaluation.metrics import auroc, bootstrap_ci, ece, prr
 from ..model.generation import encode_prompts
 from ..uncertainty import get_estimator
-from ..uncertainty.calibration import make_calibrator
+from ..uncertainty.calibration import make_calibrator, threshold_for_error_rate
 from ..uncertainty.probe import HiddenStateProbe, answer_statistics
 
 STATISTICS = ("mean_logprob", "max_sequence_prob", "mean_entropy", "min_token_prob", "perplexity")
@@ -181,7 +181,17 @@ FAMILY_ESTIMATORS: dict[str, tuple[Callable[[FamilyData, np.ndarray, np.ndarray]
 def _scorer(d: FamilyData, name: str):
     if d.extra and name in d.extra:
         return lambda d_, fit, held: d_.extra[name][held]
-    return FAMILY_ESTIMATORS[name][0]
+    score = FAMILY_ESTIMATORS[name][0]
+    if name in STATISTICS or name == "p_true":
+        return score
+
+    def fitted(d_: FamilyData, fit: np.ndarray, held: np.ndarray) -> np.ndarray:
+        y = d_.correct[fit]
+        if y.all() or not y.any():  # nothing to learn from one class: no ranking at all
+            return np.zeros(int(held.sum()))
+        return score(d_, fit, held)
+
+    return fitted
 
 
 def available_estimators(d: FamilyData) -> list[str]:
@@ -210,8 +220,14 @@ def leave_one_family_out(
     general_families: Sequence[str] = (),
     min_class: int = 10,
     bootstrap: int = 500,
+    target_error: float | None = 0.3,
+    delta: float = 0.1,
 ) -> dict[str, dict[str, Any]]:
-    """Per estimator: per held-out family ``n, right, wrong, auroc, auroc_ci, prr, ece, headline``; and
+    """Per estimator: per held-out family ``n, right, wrong, auroc, auroc_ci, prr, ece, headline`` and,
+    with ``target_error``, ``threshold``: the threshold whose base-answered error is at most
+    ``target_error`` with probability ``1 - delta`` on the other families (their out-of-family calibrated
+    confidences, :func:`~adaptive_moe.uncertainty.calibration.threshold_for_error_rate`), and the error
+    and coverage it realises on the held-out family (does the guarantee survive a new kind of question?); and
     ``mean_auroc`` (families with at least ``min_class`` right and wrong answers), ``general_auroc`` and
     ``general_prr`` (the same over ``general_families``), ``pooled_auroc`` / ``pooled_ece`` (every held-out
     family's calibrated confidences together)."""
@@ -239,6 +255,14 @@ def leave_one_family_out(
                 conf = np.full(raw.shape, float(d.correct[fit].mean()))
             confs.append(conf)
             ys.append(y)
+            threshold = None
+            if target_error is not None and 0 < d.correct[fit].sum() < fit.sum():
+                fit_conf = make_calibrator("isotonic").fit(raw_fit, d.correct[fit])(raw_fit)
+                t = threshold_for_error_rate(fit_conf, d.correct[fit], target_error, delta)
+                answered = conf >= t.tau if t.feasible else np.zeros(y.size, bool)
+                threshold = {"target": target_error, "delta": delta, "feasible": t.feasible, "tau": float(t.tau),
+                             "coverage_fit": t.coverage, "coverage": float(answered.mean()),
+                             "error": float(1 - y[answered].mean()) if answered.any() else None}  # fmt: skip
             both = 0 < y.sum() < y.size
             per[fam] = {
                 "n": int(y.size), "right": int(y.sum()), "wrong": int((~y).sum()),
@@ -247,6 +271,7 @@ def leave_one_family_out(
                 "prr": float(prr(raw, y.astype(float))) if both else None,
                 "ece": float(ece(conf, y)),
                 "headline": bool(min(int(y.sum()), int((~y).sum())) >= min_class),
+                "threshold": threshold,
             }  # fmt: skip
         head = [r["auroc"] for r in per.values() if r["headline"]]
         gen = [f for f in general_families if f in per and per[f]["headline"]]
@@ -270,25 +295,115 @@ def _mean(xs) -> float | None:
 
 def shipping_choice(results: dict[str, dict[str, Any]], costs: dict[str, float], max_cost: float = 1.1,
                     exclude: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
-    """The shipping rule: the best leave-one-family-out general-knowledge AUROC among estimators that cost
-    under ``max_cost`` generations and are never worse than the best single logit statistic on any held-out
-    family (a statistic itself always qualifies on that count)."""
-    stats = [s for s in STATISTICS if s in results]
-    fams = [f for f, r in results[stats[0]]["families"].items() if r["auroc"] is not None] if stats else []
-    best_stat = {f: max(results[s]["families"][f]["auroc"] for s in stats) for f in fams}
+    """The shipping rule: among estimators that cost under ``max_cost`` generations, the best
+    leave-one-family-out general-knowledge AUROC, provided it is never below the best single logit
+    statistic (the statistic with the best general-knowledge AUROC) on any headline family (one with
+    enough right and wrong answers to rank). Returns ``chosen`` (``None`` when nothing qualifies),
+    ``eligible``, ``excluded`` (name -> why) and ``reference`` (that statistic)."""
+    stats = [s for s in STATISTICS if s in results and results[s]["general_auroc"] is not None]
+    reference = max(stats, key=lambda s: results[s]["general_auroc"], default=None)
+    fams = [] if reference is None else [f for f, r in results[reference]["families"].items() if r["headline"]]
     eligible, why = [], {}
     for name, r in results.items():
         if name in exclude or r["general_auroc"] is None:
             continue
-        worse = [f for f in fams if (r["families"][f]["auroc"] or 0.0) < best_stat[f] - 1e-12]
+        worse = [f for f in fams if (r["families"][f]["auroc"] or 0.0) < results[reference]["families"][f]["auroc"]]
         if costs.get(name, 1.0) >= max_cost:
             why[name] = f"cost {costs.get(name, 1.0):.2f}x >= {max_cost}x a generation"
-        elif worse and name not in stats:
-            why[name] = "below the best logit statistic on " + ", ".join(worse)
+        elif worse:
+            why[name] = f"below {reference} on " + ", ".join(
+                f"{f} ({r['families'][f]['auroc']:.3f} < {results[reference]['families'][f]['auroc']:.3f})"
+                for f in worse
+            )
         else:
             eligible.append(name)
     chosen = max(eligible, key=lambda e: results[e]["general_auroc"], default=None)
-    return {"chosen": chosen, "eligible": eligible, "excluded": why, "best_statistic_per_family": best_stat}
+    return {"chosen": chosen, "eligible": eligible, "excluded": why, "reference": reference}
+
+
+def measure_costs(
+    base, questions: Sequence[str], generation: GenerationConfig, layers: Sequence[int], rounds: int = 3
+) -> dict[str, float]:
+    """Each estimator's cost as a multiple of one generation of ``questions``: 1 plus its extra passes
+    (the layer states, P(True)), timed on the same questions, medians over ``rounds``."""
+    import statistics
+    import time
+
+    ratios: dict[str, list[float]] = {"layers": [], "p_true": []}
+    for _ in range(max(1, rounds)):
+        t0 = time.perf_counter()
+        sig = base.generate_with_signals(list(questions), generation)
+        t_gen = max(time.perf_counter() - t0, 1e-9)
+        t0 = time.perf_counter()
+        layer_query_states(base, questions, generation, layers)
+        ratios["layers"].append((time.perf_counter() - t0) / t_gen)
+        t0 = time.perf_counter()
+        p_true_scores(base, questions, [x.text for x in sig], generation)
+        ratios["p_true"].append((time.perf_counter() - t0) / t_gen)
+    extra = {k: statistics.median(v) for k, v in ratios.items()}
+    return {name: 1.0 + sum(extra[n] for n in needs) for name, (_, needs) in FAMILY_ESTIMATORS.items()}
+
+
+def default_layers(base) -> list[int]:
+    """A third, two thirds and all of the base's decoder layers (what ``probe_layers`` reads)."""
+    depth = int(base.model.config.num_hidden_layers)
+    return sorted({max(1, depth // 3), max(1, 2 * depth // 3), depth})
+
+
+def evaluate_families(
+    base,
+    labelled,
+    generation: GenerationConfig,
+    *,
+    general_families: Sequence[str] | None = None,
+    min_class: int = 10,
+    bootstrap: int = 200,
+    cost_rounds: int = 1,
+    cost_questions: int = 16,
+) -> dict[str, Any]:
+    """Leave-one-family-out over labelled base answers (a ``label_base_answers`` Dataset with a
+    ``family`` column): computes the extra passes, evaluates every estimator, measures costs and applies
+    :func:`shipping_choice`. ``general_families`` defaults to the families whose questions have no
+    domain (the base's own knowledge). Returns ``{"results", "costs", "choice", "general_families"}``."""
+    from .training import GENERAL, signals_from_row
+
+    if "family" not in labelled.column_names:
+        raise InvalidInputError("the labelled questions carry no 'family' field; add one per question")
+    families = [str(f) if f else "" for f in labelled["family"]]
+    if any(not f for f in families):
+        raise InvalidInputError("every question needs a non-empty 'family' when any has one")
+    if general_families is None:
+        domains = labelled["domain"]
+        general_families = [f for f in dict.fromkeys(families)
+                            if all(d == GENERAL for d, g in zip(domains, families, strict=True) if g == f)]  # fmt: skip
+    signals = [signals_from_row(r) for r in labelled]
+    questions = [s.prompt for s in signals]
+    layers = default_layers(base)
+    data = FamilyData(signals, labelled["correct"], families, layer_query_states(base, questions, generation, layers),
+                      p_true_scores(base, questions, labelled["answer"], generation))  # fmt: skip
+    results = leave_one_family_out(data, general_families=general_families, min_class=min_class,
+                                   bootstrap=bootstrap)  # fmt: skip
+    costs = measure_costs(base, questions[:cost_questions], generation, layers, cost_rounds)
+    return {"results": results, "costs": costs, "choice": shipping_choice(results, costs),
+            "general_families": list(general_families)}  # fmt: skip
+
+
+def threshold_table(results: dict[str, dict[str, Any]], names: Sequence[str]) -> list[str]:
+    """A Markdown table of the target-error threshold per held-out family: realised error and coverage."""
+    first = results[names[0]]["families"]
+    fams = [f for f, r in first.items() if r.get("threshold")]
+    if not fams:
+        return []
+    target = first[fams[0]]["threshold"]["target"]
+    lines = [f"| estimator (target error {target:.2f}) | " + " | ".join(f"{f}: error / coverage" for f in fams) + " |",
+             "|---|" + "---|" * len(fams)]  # fmt: skip
+    for name in names:
+        cells = []
+        for f in fams:
+            t = results[name]["families"][f]["threshold"]
+            cells.append("infeasible" if not t["feasible"] else f"{_f(t['error'])} / {t['coverage']:.2f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _f(x: float | None) -> str:
@@ -301,9 +416,9 @@ def family_table(results: dict[str, dict[str, Any]], costs: dict[str, float] | N
     fams = list(first["families"])
     head = (
         "| estimator | cost (x generation) | mean AUROC | general-knowledge AUROC | general-knowledge PRR "
-        "| pooled ECE | "
+        "| pooled AUROC (all families) | pooled ECE | "
     )
-    lines = [head + " | ".join(f"AUROC {f}" for f in fams) + " |", "|---|---|---|---|---|---|" + "---|" * len(fams)]
+    lines = [head + " | ".join(f"AUROC {f}" for f in fams) + " |", "|---|---|---|---|---|---|---|" + "---|" * len(fams)]
     for name, r in results.items():
         cells = []
         for f in fams:
@@ -312,5 +427,5 @@ def family_table(results: dict[str, dict[str, Any]], costs: dict[str, float] | N
             cells.append(_f(row["auroc"]) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
         cost = f"{costs[name]:.2f}" if costs and name in costs else "—"
         lines.append(f"| {name} | {cost} | {_f(r['mean_auroc'])} | {_f(r['general_auroc'])} | {_f(r['general_prr'])} "
-                     f"| {_f(r['pooled_ece'])} | " + " | ".join(cells) + " |")  # fmt: skip
+                     f"| {_f(r['pooled_auroc'])} | {_f(r['pooled_ece'])} | " + " | ".join(cells) + " |")  # fmt: skip
     return lines

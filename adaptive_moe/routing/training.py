@@ -50,7 +50,13 @@ def _rows(data: Any) -> list[dict[str, Any]]:
         a = [a] if isinstance(a, str) else list(a or [])
         if not isinstance(q, str) or not q.strip() or not a:
             raise InvalidInputError(f"item {i}: needs a non-empty question and at least one gold answer")
-        rows.append({"question": q, "answers": [str(x) for x in a], "domain": d or GENERAL})
+        row = {"question": q, "answers": [str(x) for x in a], "domain": d or GENERAL}
+        family = item.get("family") if isinstance(item, Mapping) else None
+        if family is not None:  # the question family, for the leave-one-family-out table
+            if not isinstance(family, str) or not family.strip():
+                raise InvalidInputError(f"item {i}: 'family' must be a non-empty string, got {family!r}")
+            row["family"] = family.strip()
+        rows.append(row)
     if not rows:
         raise InvalidInputError("no labelled questions given")
     return rows
@@ -59,7 +65,8 @@ def _rows(data: Any) -> list[dict[str, Any]]:
 def read_labelled_questions(path: str | Path) -> list[dict[str, Any]]:
     """Labelled questions from a JSONL file: one object a line with ``question``, ``answers`` (a list of
     gold answers or one string) and optionally ``domain`` (the expert that should take it; empty or
-    missing: general knowledge). Blank lines are skipped; a bad line raises :class:`InvalidInputError`
+    missing: general knowledge) and ``family`` (the kind of question, for the leave-one-family-out
+    table). Blank lines are skipped; a bad line raises :class:`InvalidInputError`
     naming its number, a missing file :class:`ModelNotFoundError`."""
     path = Path(path)
     if not path.is_file():
@@ -79,7 +86,8 @@ def read_labelled_questions(path: str | Path) -> list[dict[str, Any]]:
                 rows.append(_rows([item])[0])
             except InvalidInputError:
                 raise InvalidInputError(
-                    f"{path}: line {number} needs a non-empty 'question' and at least one gold in 'answers'"
+                    f"{path}: line {number} needs a non-empty 'question', at least one gold in 'answers' and, "
+                    "if given, a non-empty string 'family'"
                 ) from None
     if not rows:
         raise InvalidInputError(f"{path}: no labelled questions in the file")
@@ -182,6 +190,7 @@ class RouterTrainingReport:
     threshold_detail: dict[str, Any] = field(default_factory=dict)
     experts: dict[str, int] = field(default_factory=dict)
     min_match_score: float | None = None
+    families: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -209,6 +218,15 @@ class RouterTrainingReport:
         if self.experts:
             counts = ", ".join(f"{n} ({k} questions)" for n, k in sorted(self.experts.items()))
             lines.append(f"experts: {counts}; min_match_score {self.min_match_score:.3f}")
+        if self.families:
+            from .families import family_table
+
+            f = self.families
+            general = ", ".join(f["general_families"]) or "none"
+            lines += ["", f"leave-one-family-out (each family scored by estimators fitted without it; general "
+                      f"knowledge: {general}):", *family_table(f["results"], f["costs"]),
+                      f"shipping rule (best general-knowledge AUROC under 1.1x a generation, never below the best "
+                      f"logit statistic on a family): {f['choice']['chosen']}"]  # fmt: skip
         return "\n".join(lines)
 
 
@@ -399,9 +417,20 @@ def calibrate_router(
     for r in rows:
         if r["domain"] != GENERAL:
             experts.setdefault(r["domain"], []).append(r["question"])
+    tagged = {r["family"] for r in rows if "family" in r}
+    if tagged and len(tagged) < 2:
+        raise InvalidInputError(f"'family' names one family ({sorted(tagged)[0]!r}); leave-one-family-out needs two "
+                                "or more, or leave the field out")  # fmt: skip
+    if tagged and any("family" not in r for r in rows):
+        raise InvalidInputError("some questions have a 'family' and some do not; give every question one")
     base = load_base_model(config.model)
-    router, report = train_router(base, rows, config=config.router, expert_questions=experts or None,
+    labelled = label_base_answers(base, rows, generation=config.generation, cache_dir=cache_dir, progress=progress)
+    router, report = train_router(base, labelled, config=config.router, expert_questions=experts or None,
                                   generation=config.generation, cache_dir=cache_dir, progress=progress,
                                   share=share)  # fmt: skip
+    if tagged:
+        from .families import evaluate_families
+
+        report.families = evaluate_families(base, labelled, config.generation)
     path = router.save(out if out is not None else config.workspace_path("router"))
     return router, report, path

@@ -1,9 +1,12 @@
 """The AdaptiveMoE facade end to end on the embedded SmolLM2 with the session's trained experts."""
 
+import json
+
 import pytest
 
 from adaptive_moe import AdaptiveMoE, AdaptiveMoEConfig
 from adaptive_moe.evaluation.scoring import get_scorer
+from adaptive_moe.routing.bundled import EMBEDDED_ROUTER_DIR
 
 pytestmark = pytest.mark.integration
 # exp(mean token log-prob) of SmolLM2's answers: 0.69-0.90 on the general questions below, 0.29-0.53 on
@@ -73,5 +76,6 @@ def test_the_shipped_router_takes_the_users_match_settings(smollm2, tmp_path):
     cfg = AdaptiveMoEConfig().replace(workspace=str(tmp_path / "ws"), **changes)
     with AdaptiveMoE(cfg, base=smollm2) as system:
         router = system.router.config
-        assert router.estimator == "probe"  # the shipped, fitted router ...
+        shipped = json.loads((EMBEDDED_ROUTER_DIR / "router.json").read_text())["config"]
+        assert (router.estimator, router.threshold) == (shipped["estimator"], shipped["threshold"])  # shipped ...
         assert (router.top_k, router.min_match_score, router.override_match_score) == (2, 0.45, 0.8)  # ... used so

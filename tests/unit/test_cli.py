@@ -206,6 +206,37 @@ def test_calibrate_and_evaluate_router_commands(tmp_path, tiny_llama_dir, tiny_b
     assert saved["n"] == 16 and "ece" in saved["estimators"]["mean_logprob"]
 
 
+def test_calibrate_prints_the_leave_one_family_out_table(tmp_path, tiny_llama_dir, tiny_base, capsys):
+    cfg = _router_config(tmp_path, tiny_llama_dir)
+    questions = [f"Question number {i} about the capital of France?" for i in range(8)]
+    questions += [f"Tell me who wrote Hamlet in the year {1500 + i}." for i in range(8)]
+    questions += [f"I was wondering, on day {i}, what the tallest mountain is?" for i in range(8)]
+    data = _write_labelled(tmp_path / "fam.jsonl", tiny_base, questions, [""] * 24)
+    rows = [json.loads(line) for line in Path(data).read_text().splitlines()]
+    with open(data, "w") as f:
+        for i, row in enumerate(rows):
+            f.write(json.dumps({**row, "family": ("plain", "instructions", "context")[i // 8]}) + "\n")
+    assert cli.main(["calibrate", "--config", cfg, "--data", data, "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "leave-one-family-out" in out and "general knowledge: plain, instructions, context" in out
+    table = [line for line in out.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| estimator |") and "AUROC instructions" in table[0]
+    names = [line.split("|")[1].strip() for line in table[1:]]
+    assert {"mean_logprob", "probe_C0.003", "p_true", "probe_layers"} <= set(names)
+    assert "shipping rule" in out
+    # a family on some questions only, or only one family, is refused with the reason
+    with open(data, "w") as f:
+        for i, row in enumerate(rows):
+            f.write(json.dumps({**row, **({"family": "plain"} if i < 4 else {})}) + "\n")
+    assert cli.main(["calibrate", "--config", cfg, "--data", data, "--out", str(tmp_path / "r")]) == 1
+    assert "names one family ('plain')" in capsys.readouterr().err
+    with open(data, "w") as f:
+        for i, row in enumerate(rows):
+            f.write(json.dumps({**row, **({"family": ("a", "b")[i % 2]} if i < 4 else {})}) + "\n")
+    assert cli.main(["calibrate", "--config", cfg, "--data", data, "--out", str(tmp_path / "r")]) == 1
+    assert "give every question one" in capsys.readouterr().err
+
+
 def test_router_commands_bad_input(tmp_path, tiny_llama_dir, capsys):
     cfg = _router_config(tmp_path, tiny_llama_dir)
 
@@ -222,6 +253,7 @@ def test_router_commands_bad_input(tmp_path, tiny_llama_dir, capsys):
     fails("\n\n", "no labelled questions")
     fails('{"question": "a?", "answers": []}\n', "line 1 needs")
     fails('["a?", "b"]\n', "line 1 must be a JSON object")
+    fails('{"question": "a?", "answers": ["b"], "family": 3}\n', "line 1 needs")
     fails('{"question": "a?", "answers": "b"}\n', "no saved router", "evaluate-router", ["--router", str(tmp_path)])
     for argv in (["calibrate", "--config", cfg, "--data", "x.jsonl", "--delta", "0.1"],
                  ["calibrate", "--config", cfg, "--data", "x.jsonl", "--share", "0.2", "--target-error", "0.1"],

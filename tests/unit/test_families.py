@@ -16,6 +16,7 @@ from adaptive_moe.routing.families import (
     leave_one_family_out,
     p_true_scores,
     shipping_choice,
+    threshold_table,
 )
 
 
@@ -62,6 +63,11 @@ def test_every_family_is_scored_by_estimators_fitted_without_it():
     choice = shipping_choice(res, {"mean_logprob": 1.0, "probe_C0.03": 1.0})
     assert choice["chosen"] == "mean_logprob" and "c" in choice["excluded"]["probe_C0.03"]
     assert shipping_choice(res, {"mean_logprob": 1.2, "probe_C0.03": 1.0})["chosen"] is None
+    t = stat["families"]["b"]["threshold"]  # chosen on "a" and "c" for error <= 0.3, realised on "b"
+    assert t["target"] == 0.3 and 0.0 <= t["coverage"] <= 1.0
+    assert t["feasible"] and t["error"] is not None and t["error"] < 0.5  # a well-ranked family keeps it roughly
+    table = threshold_table(res, ["mean_logprob"])
+    assert table[0].startswith("| estimator (target error 0.30) |") and len(table) == 3
     lines = family_table(res, {"mean_logprob": 1.0})
     assert lines[0].startswith("| estimator |") and len(lines) == 4 and "AUROC c" in lines[0]
 

@@ -388,3 +388,35 @@ def test_bad_analysis_arguments():
         analyze_gaps(["a query"])
     with pytest.raises(InvalidInputError, match="different dimensions"):
         analyze_gaps([GapEntry(1, "a", 0.0, embedding=np.ones(3)), GapEntry(2, "b", 0.0, embedding=np.ones(4))])
+
+
+def test_a_request_id_is_recorded_once(tmp_path):
+    ledger = GapLedger(tmp_path / "g.sqlite")
+    first = ledger.record("Who founded Kovane?", confidence=0.2, request_id="req-1")
+    again = ledger.record("Who founded Kovane?", confidence=0.2, request_id="req-1")  # a retried request
+    other = ledger.record("Who founded Kovane?", confidence=0.2, request_id="req-2")
+    plain = [ledger.record("Who founded Kovane?") for _ in range(2)]  # no id: every call is a record
+    assert first == again and len({first, other, *plain}) == 4 and ledger.count() == 4
+    with pytest.raises(InvalidInputError, match="request_id"):
+        ledger.record("q", request_id="")
+
+
+def test_a_version_1_ledger_is_migrated_in_place(tmp_path):
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE schema_version (version INTEGER NOT NULL, application TEXT NOT NULL);"
+        "INSERT INTO schema_version VALUES (1, 'adaptive_moe gap ledger');"
+        "CREATE TABLE gaps (id INTEGER PRIMARY KEY AUTOINCREMENT, query TEXT NOT NULL, created REAL NOT NULL,"
+        " confidence REAL, best_expert TEXT, best_score REAL, reason TEXT NOT NULL DEFAULT '', dim INTEGER,"
+        " embedding BLOB, resolved_by TEXT, resolved_at REAL);"
+        "INSERT INTO gaps (query, created) VALUES ('an old gap', 1.0);"
+    )
+    conn.commit()
+    conn.close()
+    ledger = GapLedger(path)
+    assert [e.query for e in ledger.entries()] == ["an old gap"]
+    assert ledger.record("new", request_id="r") == ledger.record("new", request_id="r")
+    ledger.close()
+    version = sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchone()[0]
+    assert version == 2 and GapLedger(path).count() == 2

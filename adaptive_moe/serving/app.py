@@ -1,0 +1,502 @@
+"""The OpenAI-compatible HTTP API: FastAPI routes over one :class:`~adaptive_moe.AdaptiveMoE`.
+
+``POST /v1/chat/completions`` and ``POST /v1/completions`` answer in the OpenAI shape (``stream: true``
+as server-sent events), plus an ``adaptive_moe`` object: route, confidence, experts, flagged, reason,
+attribution summary. ``GET /v1/models`` lists the routed system (``serve.model_name``) and every
+registered expert; asking for an expert by name forces it. ``GET /health`` answers once the model is
+loaded, ``GET /metrics`` in the Prometheus text format. Bad input gets the OpenAI error JSON with a
+4xx status, never a 500. An API key, when ``ADAPTIVE_MOE_API_KEY`` is set, is required as
+``Authorization: Bearer <key>`` on ``/v1/*``.
+
+A stream sends its first chunk once the route is decided (in ``post`` mode, after the base has answered
+the whole prompt), then one chunk per token of the answer, so a streamed answer equals the same
+request answered without streaming.
+"""
+
+# no "from __future__ import annotations": FastAPI reads the route functions' annotations (Request) at runtime
+import asyncio
+import hmac
+import json
+import logging
+import os
+import time
+import uuid
+from typing import Any
+
+from ..config import ServeConfig
+from ..errors import AdaptiveMoEError, InvalidInputError, UnknownNameError, missing_dependency
+from .batcher import Batcher, Job, QueueFullError
+
+logger = logging.getLogger(__name__)
+
+API_KEY_ENV = "ADAPTIVE_MOE_API_KEY"
+REQUEST_ID = "X-Request-Id"
+_ROLES = ("system", "user", "assistant")
+#: parameters of the OpenAI API this server does not implement: named in a 400
+_UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "logit_bias", "echo", "suffix", "best_of",
+                "audio", "modalities", "prediction", "parallel_tool_calls")  # fmt: skip
+
+
+class APIError(Exception):
+    """An error answered in the OpenAI shape."""
+
+    def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, headers: dict[str, str] | None = None) -> None:  # fmt: skip
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        """``{"error": {"message", "type", "param", "code"}}``."""
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def _bad(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+# -- request validation --------------------------------------------------------------------------------
+def _number(body: dict, key: str, lo: float, hi: float, *, integer: bool = False) -> Any:
+    value = body.get(key)
+    if value is None:
+        return None
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:
+        what = "an integer" if integer else "a number"
+        raise _bad(f"'{key}' must be {what} between {lo:g} and {hi:g}, got {value!r}", key)
+    return value
+
+
+def generation_settings(body: dict, *, chat: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The request's generation settings for :meth:`AdaptiveMoE.generate` and its response options
+    (``stream``, ``include_usage``, ``logprobs``); raises :class:`APIError` (400) naming a bad parameter."""
+    for key in _UNSUPPORTED:
+        if body.get(key) not in (None, [], {}):
+            raise _bad(f"'{key}' is not supported by this server", key, "unsupported_parameter")
+    n = _number(body, "n", 1, 1_000_000, integer=True)
+    if n not in (None, 1):
+        raise _bad(f"'n' must be 1 (one answer per request), got {n}", "n", "unsupported_parameter")
+    for key in ("presence_penalty", "frequency_penalty"):
+        if _number(body, key, -2, 2) not in (None, 0, 0.0):
+            raise _bad(f"'{key}' is not supported (only 0)", key, "unsupported_parameter")
+    fmt = body.get("response_format")
+    if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
+        raise _bad("'response_format' other than {'type': 'text'} is not supported", "response_format",
+                   "unsupported_parameter")  # fmt: skip
+    settings: dict[str, Any] = {}
+    limit_key = "max_completion_tokens" if chat and body.get("max_completion_tokens") is not None else "max_tokens"
+    max_tokens = _number(body, limit_key, 1, 100_000, integer=True)
+    if max_tokens is not None:
+        settings["max_new_tokens"] = max_tokens
+    temperature = _number(body, "temperature", 0, 2)
+    top_p = _number(body, "top_p", 0, 1)
+    if temperature:
+        settings.update(do_sample=True, temperature=float(temperature))
+        if top_p is not None:
+            settings["top_p"] = max(float(top_p), 1e-6)
+    elif temperature is not None:
+        settings["do_sample"] = False
+    seed = _number(body, "seed", -(2**63), 2**63 - 1, integer=True)
+    if seed is not None:
+        settings["seed"] = seed
+    stop = body.get("stop")
+    if stop is not None:
+        stops = [stop] if isinstance(stop, str) else stop
+        if not isinstance(stops, list) or not 1 <= len(stops) <= 4 or not all(isinstance(s, str) and s for s in stops):
+            raise _bad("'stop' must be a non-empty string or a list of 1 to 4 of them", "stop")
+        settings["stop"] = stops
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise _bad(f"'stream' must be true or false, got {stream!r}", "stream")
+    options = body.get("stream_options")
+    if options is not None and (not isinstance(options, dict) or not isinstance(options.get("include_usage", False),
+                                                                                bool)):  # fmt: skip
+        raise _bad("'stream_options' must be an object like {'include_usage': true}", "stream_options")
+    logprobs = body.get("logprobs", False if chat else None)
+    if chat:
+        if not isinstance(logprobs, bool):
+            raise _bad(f"'logprobs' must be true or false, got {logprobs!r}", "logprobs")
+        top = _number(body, "top_logprobs", 0, 20, integer=True)
+    else:
+        top = _number(body, "logprobs", 0, 5, integer=True)
+        logprobs = top is not None
+    if top:
+        raise _bad("'top_logprobs' above 0 is not supported: the library records the chosen token's log-prob only",
+                   "top_logprobs" if chat else "logprobs", "unsupported_parameter")  # fmt: skip
+    return settings, {"stream": stream, "include_usage": bool((options or {}).get("include_usage")),
+                      "logprobs": bool(logprobs)}  # fmt: skip
+
+
+def chat_prompt(body: dict) -> list[dict[str, str]]:
+    """The request's messages, checked: a non-empty list of ``{role, content}`` with a user message."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("'messages' must be a non-empty list of {'role', 'content'} objects", "messages")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in _ROLES:
+            raise _bad(f"messages[{i}]: 'role' must be one of {', '.join(_ROLES)}", f"messages[{i}].role")
+        content = m.get("content")
+        if isinstance(content, list):  # content parts: text only
+            if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+                       for p in content):  # fmt: skip
+                raise _bad(f"messages[{i}]: only text content parts are supported", f"messages[{i}].content")
+            content = "".join(p["text"] for p in content)
+        if not isinstance(content, str):
+            raise _bad(f"messages[{i}]: 'content' must be a string", f"messages[{i}].content")
+        out.append({"role": m["role"], "content": content})
+    if not any(m["role"] == "user" and m["content"].strip() for m in out):
+        raise _bad("'messages' needs a user message with some text", "messages")
+    return out
+
+
+def completion_prompt(body: dict) -> str:
+    """The request's prompt: one non-empty string (or a list holding one)."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    if isinstance(prompt, list):
+        raise _bad("'prompt' must be one string; send one request per prompt", "prompt", "unsupported_parameter")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise _bad("'prompt' must be a non-empty string", "prompt")
+    return prompt
+
+
+# -- responses -------------------------------------------------------------------------------------------
+_FINISH = {"eos": "stop", "stop": "stop", "length": "length"}
+
+
+def adaptive_fields(out: Any) -> dict[str, Any]:
+    """The ``adaptive_moe`` object of a response: route, confidences, experts, flag, reason, attribution."""
+    a = out.attribution
+    return {
+        "route": out.route, "confidence": out.confidence, "expert_confidence": out.expert_confidence,
+        "experts": [{"name": n, "weight": w} for n, w in out.experts], "flagged": out.flagged, "reason": out.reason,
+        "attribution": {"sources": a.sources, "strategy": a.strategy, "citations": [dict(c) for c in a.citations],
+                        "supported": a.supported},
+    }  # fmt: skip
+
+
+def _usage(out: Any) -> dict[str, int]:
+    s = out.signals
+    prompt = int(getattr(s, "prompt_tokens", 0) or 0)
+    completion = len(out.attribution.tokens)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _token_logprobs(out: Any) -> list[tuple[str, float]]:
+    s = out.signals
+    lps = [] if s is None else [float(x) for x in s.token_logprobs]
+    pieces = [t.token for t in out.attribution.tokens]
+    if len(lps) != len(pieces):  # an abstention or a fallback text: no per-token log-probs to give
+        return [(p, 0.0) for p in pieces]
+    return list(zip(pieces, lps, strict=True))
+
+
+def _finish(out: Any) -> str:
+    return _FINISH.get(getattr(out.signals, "finish_reason", "eos"), "stop")
+
+
+def chat_response(out: Any, request_id: str, model: str, logprobs: bool) -> dict[str, Any]:
+    """A ``chat.completion`` object."""
+    choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": out.text},
+                              "finish_reason": _finish(out), "logprobs": None}  # fmt: skip
+    if logprobs:
+        choice["logprobs"] = {"content": [{"token": t, "logprob": lp, "bytes": list(t.encode()), "top_logprobs": []}
+                                          for t, lp in _token_logprobs(out)]}  # fmt: skip
+    return {"id": f"chatcmpl-{request_id}", "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [choice], "usage": _usage(out), "adaptive_moe": adaptive_fields(out)}  # fmt: skip
+
+
+def completion_response(out: Any, request_id: str, model: str, logprobs: bool) -> dict[str, Any]:
+    """A ``text_completion`` object."""
+    choice: dict[str, Any] = {"index": 0, "text": out.text, "finish_reason": _finish(out), "logprobs": None}
+    if logprobs:
+        pairs = _token_logprobs(out)
+        offsets, pos = [], 0
+        for t, _ in pairs:
+            offsets.append(pos)
+            pos += len(t)
+        choice["logprobs"] = {"tokens": [t for t, _ in pairs], "token_logprobs": [lp for _, lp in pairs],
+                              "top_logprobs": None, "text_offset": offsets}  # fmt: skip
+    return {"id": f"cmpl-{request_id}", "object": "text_completion", "created": int(time.time()), "model": model,
+            "choices": [choice], "usage": _usage(out), "adaptive_moe": adaptive_fields(out)}  # fmt: skip
+
+
+def stream_events(out: Any, request_id: str, model: str, *, chat: bool, logprobs: bool, include_usage: bool):
+    """The server-sent events of a streamed answer: the route first, one chunk per token, the finish
+    reason, the usage (when asked), ``[DONE]``."""
+    created = int(time.time())
+    kind = "chat.completion.chunk" if chat else "text_completion"
+    ident = f"chatcmpl-{request_id}" if chat else f"cmpl-{request_id}"
+
+    def chunk(delta: Any, finish: str | None = None, lp: Any = None, **extra: Any) -> str:
+        if chat:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": lp}
+        else:
+            choice = {"index": 0, "text": delta, "finish_reason": finish, "logprobs": lp}
+        body = {"id": ident, "object": kind, "created": created, "model": model, "choices": [choice], **extra}
+        return f"data: {json.dumps(body)}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""} if chat else "", adaptive_moe=adaptive_fields(out))
+    for piece, lp in _token_logprobs(out):
+        lps = None
+        if logprobs:
+            lps = ({"content": [{"token": piece, "logprob": lp, "bytes": list(piece.encode()), "top_logprobs": []}]}
+                   if chat else {"tokens": [piece], "token_logprobs": [lp], "top_logprobs": None})  # fmt: skip
+        yield chunk({"content": piece} if chat else piece, lp=lps)
+    yield chunk({} if chat else "", finish=_finish(out))
+    if include_usage:
+        body = {"id": ident, "object": kind, "created": created, "model": model, "choices": [], "usage": _usage(out)}
+        yield f"data: {json.dumps(body)}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+# -- metrics ---------------------------------------------------------------------------------------------
+class Metrics:
+    """Prometheus metrics of one server (its own registry)."""
+
+    def __init__(self, moe: Any) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("adaptive_moe_requests", "requests answered, by endpoint, route and status",
+                                ["endpoint", "route", "status"], registry=r)  # fmt: skip
+        self.errors = Counter("adaptive_moe_errors", "requests refused, by status and code", ["status", "code"],
+                              registry=r)  # fmt: skip
+        self.latency = Histogram("adaptive_moe_request_seconds", "time from arrival to the last byte, by route",
+                                 ["route"], registry=r,
+                                 buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128))  # fmt: skip
+        self.confidence = Histogram("adaptive_moe_confidence", "the base's calibrated confidence", registry=r,
+                                    buckets=tuple(i / 10 for i in range(1, 11)))  # fmt: skip
+        self.batch = Histogram("adaptive_moe_batch_size", "requests per batched generate call", registry=r,
+                               buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32))  # fmt: skip
+        self.queue = Gauge("adaptive_moe_queue_waiting", "requests waiting for the model", registry=r)
+        pool = moe.pool
+        for name in ("hits", "misses", "evictions"):
+            Gauge(f"adaptive_moe_pool_{name}", f"expert pool {name} since start", registry=r).set_function(
+                lambda n=name: float(getattr(pool.stats, n, 0)))  # fmt: skip
+        Gauge("adaptive_moe_pool_resident_bytes", "bytes of expert weights resident in the pool",
+              registry=r).set_function(lambda: float(pool.stats.resident_bytes))  # fmt: skip
+
+
+# -- the app ---------------------------------------------------------------------------------------------
+def create_app(moe: Any, config: ServeConfig | None = None, *, api_key: str | None = None):
+    """A FastAPI app serving ``moe``. ``api_key`` defaults to ``$ADAPTIVE_MOE_API_KEY`` (unset or ``""``:
+    no key asked)."""
+    try:
+        from fastapi import FastAPI, Request
+        from fastapi.exceptions import RequestValidationError
+        from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+    except ImportError:
+        raise missing_dependency("fastapi", extra="serve", purpose="the HTTP server") from None
+    from contextlib import asynccontextmanager
+
+    config = config or moe.config.serve
+    key = (api_key if api_key is not None else os.environ.get(API_KEY_ENV)) or None  # "": no key
+    metrics = Metrics(moe)
+
+    def on_batch(size: int, seconds: float) -> None:
+        metrics.batch.observe(size)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        app.state.batcher = Batcher(moe, max_batch=config.max_batch, window_s=config.batch_window_ms / 1000,
+                                    max_queue=config.max_queue, on_batch=on_batch)  # fmt: skip
+        try:
+            yield
+        finally:  # uvicorn has drained the requests in flight; the queue is empty
+            await asyncio.to_thread(app.state.batcher.stop, config.graceful_shutdown_s)
+
+    app = FastAPI(title="adaptive_moe", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    def error_response(e: APIError, request_id: str | None) -> JSONResponse:
+        metrics.errors.labels(str(e.status), e.code or e.type).inc()
+        headers = {**e.headers, **({REQUEST_ID: request_id} if request_id else {})}
+        return JSONResponse(e.body(), status_code=e.status, headers=headers)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        request_id = (request.headers.get(REQUEST_ID) or "").strip()[:128] or uuid.uuid4().hex
+        request.state.request_id = request_id
+        if request.url.path.startswith("/v1/"):
+            if key is not None:
+                given = request.headers.get("authorization", "")
+                token = given[7:].strip() if given[:7].lower() == "bearer " else ""
+                if not hmac.compare_digest(token.encode(), key.encode()):
+                    return error_response(APIError(401, "missing or wrong API key: send 'Authorization: Bearer "
+                                                        "<key>'", type_="authentication_error",
+                                                   code="invalid_api_key"), request_id)  # fmt: skip
+            length = request.headers.get("content-length")
+            if length is not None and (not length.isdigit() or int(length) > config.max_body_bytes):
+                return error_response(APIError(413, f"request body over {config.max_body_bytes} bytes",
+                                               code="request_too_large"), request_id)  # fmt: skip
+        try:
+            response = await call_next(request)
+        except APIError as e:
+            return error_response(e, request_id)
+        response.headers[REQUEST_ID] = request_id
+        return response
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, e: APIError):
+        return error_response(e, getattr(request.state, "request_id", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError):
+        first = (e.errors() or [{}])[0]
+        param = ".".join(str(x) for x in first.get("loc", ())[1:]) or None
+        return error_response(_bad(f"invalid request: {first.get('msg', e)}", param),
+                              getattr(request.state, "request_id", None))  # fmt: skip
+
+    @app.exception_handler(404)
+    async def not_found(request: Request, e: Exception):
+        return error_response(APIError(404, f"no route {request.method} {request.url.path}", code="not_found"),
+                              getattr(request.state, "request_id", None))  # fmt: skip
+
+    @app.exception_handler(405)
+    async def not_allowed(request: Request, e: Exception):
+        e = APIError(405, f"{request.method} is not allowed on {request.url.path}", code="method_not_allowed")
+        return error_response(e, getattr(request.state, "request_id", None))
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, e: Exception):  # a bug: still the OpenAI shape, and logged
+        logger.exception("request %s failed", getattr(request.state, "request_id", "?"))
+        return error_response(APIError(500, f"internal error: {type(e).__name__}", type_="server_error"),
+                              getattr(request.state, "request_id", None))  # fmt: skip
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": config.model_name, "base": moe.base.name, "experts": moe.experts.names(),
+                "waiting": app.state.batcher.waiting}  # fmt: skip
+
+    @app.get("/metrics")
+    async def prometheus():
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        metrics.queue.set(app.state.batcher.waiting)
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models():
+        names = [config.model_name, *moe.experts.names()]
+        return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "adaptive_moe"}
+                                           for n in names]}  # fmt: skip
+
+    async def read_json(request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        if len(raw) > config.max_body_bytes:
+            raise APIError(413, f"request body over {config.max_body_bytes} bytes", code="request_too_large")
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise _bad(f"the request body is not valid JSON: {e}", code="invalid_json") from None
+        if not isinstance(body, dict):
+            raise _bad("the request body must be a JSON object")
+        return body
+
+    def forced_experts(body: dict) -> tuple[str, ...] | None:
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise _bad("'model' is required: 'adaptive-moe' (routed) or an expert's name", "model")
+        if model == config.model_name:
+            return None
+        if model in moe.experts.names():
+            return (model,)
+        raise APIError(404, f"model {model!r} does not exist; GET /v1/models lists them", param="model",
+                       code="model_not_found")  # fmt: skip
+
+    def check_length(prompt: Any, settings: dict[str, Any]) -> None:
+        from ..model.generation import render_prompt
+
+        gen = moe.config.generation.replace(**{k: v for k, v in settings.items() if k != "seed"})
+        context = moe.base.context_length
+        if context is None:
+            return
+        n = len(moe.base.tokenizer(render_prompt(moe.base, prompt, gen))["input_ids"])
+        if n + gen.max_new_tokens > context:
+            raise _bad(f"the prompt is {n} tokens and max_tokens {gen.max_new_tokens}: over the model's context of "
+                       f"{context} tokens", "messages", "context_length_exceeded")  # fmt: skip
+
+    async def answer(request: Request, *, chat: bool):
+        started = time.perf_counter()
+        request_id = request.state.request_id
+        body = await read_json(request)
+        experts = forced_experts(body)
+        prompt = chat_prompt(body) if chat else completion_prompt(body)
+        settings, options = generation_settings(body, chat=chat)
+        job = Job(prompt, settings, experts, request_id, check=lambda: check_length(prompt, settings))
+        try:
+            app.state.batcher.submit(job)
+        except QueueFullError as e:
+            raise APIError(503, str(e), type_="server_error", code="overloaded", headers={"Retry-After": "1"}) from None
+        future = asyncio.wrap_future(job.future)
+        while True:  # a client that goes away before its batch starts is dropped from it
+            done, _ = await asyncio.wait({future}, timeout=0.25)
+            if done:
+                break
+            if await request.is_disconnected():
+                job.cancelled.set()
+                break
+        if job.cancelled.is_set() and not future.done():
+            future.cancel()
+            metrics.errors.labels("499", "client_closed").inc()
+            return JSONResponse({"error": {"message": "client closed the request", "type": "cancelled",
+                                           "param": None, "code": "client_closed"}}, status_code=499)  # fmt: skip
+        try:
+            out = future.result()
+        except APIError:
+            raise
+        except asyncio.CancelledError:
+            raise APIError(499, "the request was cancelled", code="client_closed") from None
+        except (InvalidInputError, UnknownNameError) as e:
+            raise _bad(str(e)) from None
+        except AdaptiveMoEError as e:
+            raise APIError(503, str(e), type_="server_error", code="unavailable") from None
+        model = body["model"]
+        if out.confidence is not None:
+            metrics.confidence.observe(out.confidence)
+        metrics.requests.labels("chat" if chat else "completions", out.route, "200").inc()
+        metrics.latency.labels(out.route).observe(time.perf_counter() - started)
+        logger.info("request %s: route %s, %d tokens", request_id, out.route, len(out.attribution.tokens))
+        if options["stream"]:
+            events = stream_events(out, request_id, model, chat=chat, logprobs=options["logprobs"],
+                                   include_usage=options["include_usage"])  # fmt: skip
+            return StreamingResponse(events, media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", REQUEST_ID: request_id})  # fmt: skip
+        make = chat_response if chat else completion_response
+        return JSONResponse(make(out, request_id, model, options["logprobs"]))
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        return await answer(request, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        return await answer(request, chat=False)
+
+    return app
+
+
+def serve(moe: Any, config: ServeConfig | None = None) -> None:
+    """Run the server in the foreground until SIGTERM/SIGINT (requests in flight finish first)."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise missing_dependency("uvicorn", extra="serve", purpose="the HTTP server") from None
+    import signal
+    import threading
+
+    config = config or moe.config.serve
+    app = create_app(moe, config)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn drains the requests in flight, then raises the captured signal again for the handler it
+        # found: a no-op for SIGTERM, so a clean shutdown exits 0 instead of dying of the signal
+        previous = signal.signal(signal.SIGTERM, lambda *_: logger.info("SIGTERM: stopped after draining"))
+    try:
+        uvicorn.run(app, host=config.host, port=config.port, log_level="info",
+                    timeout_graceful_shutdown=int(config.graceful_shutdown_s))  # fmt: skip
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

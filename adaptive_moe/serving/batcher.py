@@ -1,0 +1,135 @@
+"""Requests that arrive together are answered in one batched call of the routed system.
+
+One worker thread owns the model. A request waits in a bounded queue; the worker takes the first one,
+waits up to ``batch_window_ms`` for others to join (at most ``max_batch``), groups them by their
+generation settings and forced experts (a batch shares both), and answers each group with one
+:meth:`AdaptiveMoE.generate` call: one base pass for the whole group, then one pass per expert the
+router chose (requests bound for different experts share the batch). A full queue refuses at once
+(the server answers 503 with ``Retry-After``); a request whose client went away before its batch
+started is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import AdaptiveMoEError
+
+logger = logging.getLogger(__name__)
+
+
+class QueueFullError(AdaptiveMoEError, RuntimeError):
+    """The server's queue is full: retry later."""
+
+
+@dataclass
+class Job:
+    """One request for the worker: the prompt, its generation settings, forced experts, its id."""
+
+    prompt: Any
+    settings: dict[str, Any]
+    experts: tuple[str, ...] | None
+    request_id: str
+    check: Any = None  # called by the worker before answering (it owns the tokenizer); raises to refuse
+    future: Future = field(default_factory=Future)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    enqueued: float = field(default_factory=time.perf_counter)
+
+    @property
+    def key(self) -> tuple[str, tuple[str, ...] | None]:
+        """Requests with equal keys can share one generate call."""
+        return json.dumps(self.settings, sort_keys=True, default=str), self.experts
+
+
+class Batcher:
+    """The worker thread and its queue (see the module docstring).
+
+    Args:
+        moe: the :class:`~adaptive_moe.AdaptiveMoE` answering.
+        max_batch: most requests per generate call.
+        window_s: how long the first request waits for company.
+        max_queue: most requests waiting.
+        on_batch: called with each group's size and seconds (metrics), optional.
+    """
+
+    def __init__(self, moe: Any, *, max_batch: int, window_s: float, max_queue: int, on_batch=None) -> None:
+        self.moe, self.max_batch, self.window_s = moe, max_batch, window_s
+        self.on_batch = on_batch
+        self._queue: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="adaptive_moe-batcher", daemon=True)
+        self._thread.start()
+
+    @property
+    def waiting(self) -> int:
+        """Requests in the queue."""
+        return self._queue.qsize()
+
+    def submit(self, job: Job) -> Job:
+        """Queue ``job``; raises :class:`QueueFullError` at once when the queue is full."""
+        if self._stop.is_set():
+            raise QueueFullError("the server is shutting down")
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise QueueFullError(f"{self._queue.maxsize} requests are already waiting; retry shortly") from None
+        return job
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Answer what is queued, then stop the worker."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    # -- the worker ----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=0.05)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            batch = [first]
+            deadline = time.perf_counter() + self.window_s
+            while len(batch) < self.max_batch:
+                remaining = deadline - time.perf_counter()
+                try:
+                    batch.append(self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            groups: dict[Any, list[Job]] = {}
+            for job in batch:
+                if job.cancelled.is_set():
+                    job.future.cancel()
+                    continue
+                if job.check is not None:
+                    try:
+                        job.check()
+                    except BaseException as e:  # noqa: BLE001 - the request's handler answers it
+                        job.future.set_exception(e)
+                        continue
+                groups.setdefault(job.key, []).append(job)
+            for jobs in groups.values():
+                self._answer(jobs)
+
+    def _answer(self, jobs: list[Job]) -> None:
+        started = time.perf_counter()
+        try:
+            outputs = self.moe.generate([j.prompt for j in jobs], experts=list(jobs[0].experts or []) or None,
+                                        request_ids=[j.request_id for j in jobs], **jobs[0].settings)  # fmt: skip
+        except BaseException as e:  # noqa: BLE001 - handed to each request's handler, which answers it
+            logger.warning("a batch of %d requests failed: %s", len(jobs), e)
+            for j in jobs:
+                j.future.set_exception(e)
+            return
+        if self.on_batch is not None:
+            self.on_batch(len(jobs), time.perf_counter() - started)
+        for j, out in zip(jobs, outputs, strict=True):
+            j.future.set_result(out)

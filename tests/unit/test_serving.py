@@ -1,0 +1,277 @@
+"""The OpenAI-compatible HTTP API: a real uvicorn server on 127.0.0.1, the real `openai` client, httpx for
+malformed requests; a tiny random model behind it."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from adaptive_moe import AdaptiveMoE, AdaptiveMoEConfig
+from adaptive_moe.testing import make_random_adapter
+
+
+def _need(package: str):
+    """The package, or skip this module; under CI=true a missing one fails it (CI installs the serve extra)."""
+    if os.environ.get("CI", "").lower() == "true":
+        return importlib.import_module(package)
+    return pytest.importorskip(package)
+
+
+fastapi = _need("fastapi")
+uvicorn = _need("uvicorn")
+openai = _need("openai")
+httpx = _need("httpx")
+
+from adaptive_moe.serving import create_app  # noqa: E402 - after the packages are known to be there
+
+QUESTION = "What is the capital of France?"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """uvicorn serving ``app`` on a free loopback port in a thread, until :meth:`stop`."""
+
+    def __init__(self, app) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            assert time.time() < deadline, "the server did not start"
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+def _moe(tmp_path, tiny_llama_dir, tiny_base, **changes):
+    cfg = AdaptiveMoEConfig().replace(
+        workspace=str(tmp_path / "ws"),
+        **{"model.name_or_path": str(tiny_llama_dir), "generation.max_new_tokens": 6, "router.embedder": "base",
+           "integrator.expert_confidence_floor": 0.0, **changes},
+    )  # fmt: skip
+    moe = AdaptiveMoE(cfg, base=tiny_base)
+    moe.add_expert(make_random_adapter(tiny_base.model, tmp_path / "alpha", seed=1), "alpha",
+                   questions=["Who founded the Kovane guild?"])  # fmt: skip
+    return moe
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_llama_dir, tiny_base):
+    tmp = tmp_path_factory.mktemp("serve")
+    moe = _moe(tmp, tiny_llama_dir, tiny_base, **{"serve.batch_window_ms": 200.0, "serve.max_body_bytes": 4096})
+    server = Server(create_app(moe, api_key=""))
+    yield moe, server
+    server.stop()
+    moe.close()
+
+
+def _client(server, **kw):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, **kw)
+
+
+def test_chat_completion_in_the_openai_shape_with_the_route(served):
+    moe, server = served
+    r = _client(server).chat.completions.create(model="adaptive-moe", messages=[{"role": "user", "content": QUESTION}])
+    alone = moe.generate(QUESTION, record_gaps=False)
+    assert r.object == "chat.completion" and r.model == "adaptive-moe" and r.id.startswith("chatcmpl-")
+    assert r.choices[0].message.content == alone.text and r.choices[0].finish_reason in ("stop", "length")
+    assert r.usage.completion_tokens == len(alone.attribution.tokens) and r.usage.prompt_tokens > 0
+    extra = r.model_extra["adaptive_moe"]
+    assert extra["route"] == alone.route and extra["confidence"] == pytest.approx(alone.confidence)
+    assert {"experts", "flagged", "reason", "attribution", "expert_confidence"} <= set(extra)
+
+
+def test_streamed_answer_equals_the_plain_one_and_carries_the_route_first(served):
+    _, server = served
+    client = _client(server)
+    messages = [{"role": "user", "content": "Name the largest planet."}]
+    plain = client.chat.completions.create(model="adaptive-moe", messages=messages, max_tokens=5)
+    chunks = list(client.chat.completions.create(model="adaptive-moe", messages=messages, max_tokens=5, stream=True,
+                                                 stream_options={"include_usage": True}))  # fmt: skip
+    assert chunks[0].model_extra["adaptive_moe"]["route"] == plain.model_extra["adaptive_moe"]["route"]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == plain.choices[0].message.content
+    tokens = [c for c in chunks[1:] if c.choices and c.choices[0].finish_reason is None]  # one chunk per token
+    assert len(tokens) == plain.usage.completion_tokens
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == plain.choices[0].finish_reason
+
+
+def test_an_expert_by_name_is_forced_and_logprobs_come_per_token(served):
+    _, server = served
+    client = _client(server)
+    assert [m.id for m in client.models.list()] == ["adaptive-moe", "alpha"]
+    r = client.chat.completions.create(model="alpha", messages=[{"role": "user", "content": QUESTION}], logprobs=True)
+    extra = r.model_extra["adaptive_moe"]
+    assert extra["route"] == "expert" and extra["experts"] == [{"name": "alpha", "weight": 1.0}]
+    assert len(r.choices[0].logprobs.content) == r.usage.completion_tokens
+    assert all(t.logprob <= 0 for t in r.choices[0].logprobs.content)
+    c = client.completions.create(model="adaptive-moe", prompt=QUESTION, max_tokens=4, logprobs=0)
+    assert c.object == "text_completion" and c.usage.completion_tokens <= 4
+    assert len(c.choices[0].logprobs.tokens) == c.usage.completion_tokens
+
+
+def test_requests_that_arrive_together_share_a_batch_and_answer_as_alone(served):
+    moe, server = served
+    questions = [f"Question {i}: who wrote Hamlet?" for i in range(4)]
+    alone = [moe.generate(q, record_gaps=False).text for q in questions]
+
+    def ask(q):
+        body = {"model": "adaptive-moe", "messages": [{"role": "user", "content": q}]}
+        return httpx.post(server.url + "/v1/chat/completions", json=body, timeout=60).json()
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(ask, questions))
+    assert [a["choices"][0]["message"]["content"] for a in answers] == alone
+    metrics = httpx.get(server.url + "/metrics").text
+    sizes = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
+             if line.startswith("adaptive_moe_batch_size_")}  # fmt: skip
+    assert sizes["adaptive_moe_batch_size_count"] < sizes["adaptive_moe_batch_size_sum"]  # some batch held > 1
+    assert 'adaptive_moe_requests_total{endpoint="chat"' in metrics and "adaptive_moe_pool_hits" in metrics
+
+
+def _error(response, status, param=None, code=None):
+    assert response.status_code == status, response.text
+    err = response.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    if param is not None:
+        assert err["param"] == param, err
+    if code is not None:
+        assert err["code"] == code, err
+    return err
+
+
+def test_bad_requests_get_the_openai_error_shape_never_a_500(served):
+    _, server = served
+    url = server.url + "/v1/chat/completions"
+    ok = {"model": "adaptive-moe", "messages": [{"role": "user", "content": QUESTION}]}
+    post = lambda **kw: httpx.post(url, timeout=30, **kw)  # noqa: E731
+    _error(post(content=b"{not json", headers={"content-type": "application/json"}), 400, code="invalid_json")
+    _error(post(json={**ok, "messages": []}), 400, "messages")
+    _error(post(json={**ok, "messages": [{"role": "robot", "content": "hi"}]}), 400, "messages[0].role")
+    _error(post(json={**ok, "max_tokens": -1}), 400, "max_tokens")
+    _error(post(json={**ok, "temperature": "hot"}), 400, "temperature")
+    _error(post(json={**ok, "n": 2}), 400, "n", "unsupported_parameter")
+    _error(post(json={**ok, "tools": [{"type": "function"}]}), 400, "tools", "unsupported_parameter")
+    _error(post(json={**ok, "model": "nope"}), 404, "model", "model_not_found")
+    _error(post(json={**ok, "messages": [{"role": "user", "content": "word " * 1000}]}), 413, code="request_too_large")
+    _error(post(json={**ok, "messages": [{"role": "user", "content": "x" * 300}]}), 400,
+           code="context_length_exceeded")  # fmt: skip
+    _error(post(json=[1, 2]), 400)
+    _error(httpx.get(server.url + "/v1/nothing"), 404)
+    _error(httpx.get(url), 405)
+    assert httpx.get(server.url + "/health").json()["status"] == "ok"  # still alive
+
+
+def test_api_key_request_id_and_a_retried_gap_recorded_once(tmp_path, tiny_llama_dir, tiny_base):
+    moe = _moe(tmp_path, tiny_llama_dir, tiny_base, **{"router.threshold": 1.0})  # never the base: gaps
+    server = Server(create_app(moe, api_key="s3cret"))
+    try:
+        url = server.url + "/v1/chat/completions"
+        body = {"model": "adaptive-moe", "messages": [{"role": "user", "content": "Who rules the moon of Zarq?"}]}
+        _error(httpx.post(url, json=body), 401, code="invalid_api_key")
+        _error(httpx.post(url, json=body, headers={"Authorization": "Bearer wrong"}), 401)
+        assert httpx.get(server.url + "/health").status_code == 200  # health needs no key
+        headers = {"Authorization": "Bearer s3cret", "X-Request-Id": "retry-me-1"}
+        before = moe.gaps.count()
+        first = httpx.post(url, json=body, headers=headers, timeout=60)
+        again = httpx.post(url, json=body, headers=headers, timeout=60)
+        assert first.status_code == again.status_code == 200 and first.headers["X-Request-Id"] == "retry-me-1"
+        assert first.json()["id"] == "chatcmpl-retry-me-1" and first.json()["adaptive_moe"]["route"] == "gap"
+        assert moe.gaps.count() == before + 1  # the retry did not record the gap twice
+        other = httpx.post(url, json=body, headers={"Authorization": "Bearer s3cret"}, timeout=60)
+        assert len(other.headers["X-Request-Id"]) == 32 and moe.gaps.count() == before + 2
+    finally:
+        server.stop()
+        moe.close()
+
+
+def test_a_full_queue_answers_503_with_retry_after(tmp_path, tiny_llama_dir, tiny_base):
+    moe = _moe(tmp_path, tiny_llama_dir, tiny_base, **{"serve.max_queue": 1, "serve.max_batch": 1,
+                                                         "serve.batch_window_ms": 0.0})  # fmt: skip
+    server = Server(create_app(moe, api_key=""))
+    body = {"model": "adaptive-moe", "messages": [{"role": "user", "content": QUESTION}]}
+    try:
+        pool = ThreadPoolExecutor(4)
+        with moe.base.lock:  # the worker blocks on the model: requests pile up
+            futures = [pool.submit(httpx.post, server.url + "/v1/chat/completions", json=body, timeout=60)
+                       for _ in range(4)]  # fmt: skip
+            deadline = time.time() + 20
+            while sum(f.done() for f in futures) < 2 and time.time() < deadline:
+                time.sleep(0.05)
+            refused = [f.result() for f in futures if f.done()]
+        assert len(refused) >= 2 and all(r.status_code == 503 for r in refused)
+        assert refused[0].headers["Retry-After"] == "1" and refused[0].json()["error"]["code"] == "overloaded"
+        pool.shutdown(wait=True)
+        answered = [f.result() for f in futures]
+        assert sorted(r.status_code for r in answered) == [200, 200, 503, 503]
+    finally:
+        server.stop()
+        moe.close()
+
+
+def test_the_serve_command_binds_loopback_by_default():
+    from adaptive_moe import cli
+
+    args = cli.build_parser().parse_args(["serve", "--port", "9"])
+    assert args.port == 9 and args.host is None  # the config's host: 127.0.0.1
+    cfg = AdaptiveMoEConfig()
+    assert (cfg.serve.host, cfg.serve.port, cfg.serve.max_queue) == ("127.0.0.1", 8000, 64)
+
+
+def test_serve_finishes_the_request_in_flight_on_sigterm_and_exits(tmp_path, tiny_llama_dir):
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    port = _free_port()
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"name_or_path": str(tiny_llama_dir)}, "workspace": str(tmp_path / "ws"),
+                                   "generation": {"max_new_tokens": 48}, "router": {"embedder": "base"},
+                                   "serve": {"batch_window_ms": 2000}}))  # a request waits 2 s: in flight  # fmt: skip
+    env = {**os.environ, "ADAPTIVE_MOE_API_KEY": "k"}
+    command = [sys.executable, "-m", "adaptive_moe.cli", "serve", "--config", str(cfg), "--port", str(port)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while True:
+            assert proc.poll() is None and time.time() < deadline, "the server did not come up"
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        body = {"model": "adaptive-moe", "messages": [{"role": "user", "content": QUESTION}]}
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(httpx.post, url + "/v1/chat/completions", json=body,
+                                  headers={"Authorization": "Bearer k"}, timeout=60)  # fmt: skip
+            time.sleep(0.5)  # the request is in flight, in the batcher's 2-second window
+            proc.send_signal(signal.SIGTERM)
+            answer = pending.result()
+            assert not pending.exception()
+        assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"] is not None
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        out = proc.stdout.read() if proc.stdout else ""
+    assert "127.0.0.1:" + str(port) in out  # uvicorn says where it listens: loopback
