@@ -146,6 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for row in rows.values():
         row["throughput_vs_one"] = row["rps"] / one["rps"] if one else None
         row["p99_vs_lone_p50"] = row["p99_s"] / one["p50_s"] if one else None
+        row["p99_vs_lone_p99"] = row["p99_s"] / one["p99_s"] if one else None
         row["throughput_vs_plain"] = row["rps"] / plain
     return {"machine": machine_info(args.threads), "command": command_line(__file__, args.argv),
             "settings": {"tiny": args.tiny, "requests": len(questions), "max_tokens": args.max_tokens,
@@ -166,17 +167,20 @@ def write_report(r: dict[str, Any], out: Path) -> Path:
         f"{r['plain_rps']:.2f} requests/s.",
         "",
         "| concurrency | requests/s | vs one at a time | vs plain loop | p50 (s) | p99 (s) | p99 / lone p50 "
-        "| answers that differ from alone |",
-        "|---|---|---|---|---|---|---|---|",
+        "| p99 / lone p99 | answers that differ from alone |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for c, row in r["concurrency"].items():
         lines.append(f"| {c} | {row['rps']:.2f} | {row['throughput_vs_one']:.2f}x | {row['throughput_vs_plain']:.2f}x "
                      f"| {row['p50_s']:.2f} | {row['p99_s']:.2f} | {row['p99_vs_lone_p50']:.2f} | "
+                     f"{row['p99_vs_lone_p99']:.2f} | "
                      f"{row['differ_from_alone']} of {s['requests']} |")  # fmt: skip
     eight = r["concurrency"].get("8")
     if eight:
         lines += ["", f"Goals at concurrency 8: throughput >= 3x one at a time: **{eight['throughput_vs_one']:.2f}x**; "
-                  f"p99 <= 3x a lone request's latency: **{eight['p99_vs_lone_p50']:.2f}x**."]  # fmt: skip
+                  f"p99 <= 3x a lone request's latency: **{eight['p99_vs_lone_p50']:.2f}x** its median, "
+                  f"**{eight['p99_vs_lone_p99']:.2f}x** its p99 (a batch lasts as long as its longest answer, so a "
+                  "short answer waits for the long ones)."]  # fmt: skip
     write_json_and_markdown(out, "serve", r, lines)
     plt = pyplot()
     if plt is not None and r["concurrency"]:
