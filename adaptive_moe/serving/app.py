@@ -177,27 +177,52 @@ def adaptive_fields(out: Any) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _usage(out: Any) -> dict[str, int]:
-    s = out.signals
-    prompt = int(getattr(s, "prompt_tokens", 0) or 0)
-    completion = len(out.attribution.tokens)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+def _usage(out: Any, prompt_tokens: int, tokenizer: Any) -> dict[str, int]:
+    if out.attribution.tokens:
+        completion = len(out.attribution.tokens)
+    else:  # a text no generation chose token by token (an abstention): count it as the tokenizer would
+        completion = len(tokenizer(out.text, add_special_tokens=False)["input_ids"]) if out.text else 0
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
 
 
 def _token_logprobs(out: Any) -> list[tuple[str, float]]:
-    s = out.signals
-    lps = [] if s is None else [float(x) for x in s.token_logprobs]
+    """Each generated token's text and log-probability (empty when the text was not generated token by
+    token, as an abstention's)."""
     pieces = [t.token for t in out.attribution.tokens]
-    if len(lps) != len(pieces):  # an abstention or a fallback text: no per-token log-probs to give
-        return [(p, 0.0) for p in pieces]
-    return list(zip(pieces, lps, strict=True))
+    lps = [] if out.signals is None else [float(x) for x in out.signals.token_logprobs]
+    return list(zip(pieces, lps, strict=True)) if len(lps) == len(pieces) else []
+
+
+def stream_pieces(out: Any, tokenizer: Any) -> list[tuple[str, list[tuple[str, float]]]]:
+    """The answer cut into the chunks a stream sends, each with the tokens (and log-probs) it holds: one
+    chunk per token, except that a token ending inside a multi-byte character waits for the next one
+    (incremental decoding, as transformers' streamers do). The chunks always join into ``out.text``;
+    when they would not (a text no generation produced token by token), the text is one chunk."""
+    tokens = out.attribution.tokens
+    entries = _token_logprobs(out)
+    if not tokens:
+        return [(out.text, [])] if out.text else []
+    ids = [t.token_id for t in tokens]
+    pieces: list[tuple[str, list[tuple[str, float]]]] = []
+    prev, pending = "", []
+    for i in range(len(ids)):
+        if entries:
+            pending.append(entries[i])
+        text = tokenizer.decode(ids[: i + 1], skip_special_tokens=True)
+        if text.endswith("\ufffd") and i < len(ids) - 1:
+            continue
+        pieces.append((text[len(prev) :] if text.startswith(prev) else text, pending))
+        prev, pending = text, []
+    if "".join(p for p, _ in pieces) != out.text:
+        return [(out.text, entries)]
+    return pieces
 
 
 def _finish(out: Any) -> str:
     return _FINISH.get(getattr(out.signals, "finish_reason", "eos"), "stop")
 
 
-def chat_response(out: Any, request_id: str, model: str, logprobs: bool) -> dict[str, Any]:
+def chat_response(out: Any, request_id: str, model: str, logprobs: bool, usage: dict[str, int]) -> dict[str, Any]:
     """A ``chat.completion`` object."""
     choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": out.text},
                               "finish_reason": _finish(out), "logprobs": None}  # fmt: skip
@@ -205,10 +230,11 @@ def chat_response(out: Any, request_id: str, model: str, logprobs: bool) -> dict
         choice["logprobs"] = {"content": [{"token": t, "logprob": lp, "bytes": list(t.encode()), "top_logprobs": []}
                                           for t, lp in _token_logprobs(out)]}  # fmt: skip
     return {"id": f"chatcmpl-{request_id}", "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [choice], "usage": _usage(out), "adaptive_moe": adaptive_fields(out)}  # fmt: skip
+            "choices": [choice], "usage": usage, "adaptive_moe": adaptive_fields(out)}  # fmt: skip
 
 
-def completion_response(out: Any, request_id: str, model: str, logprobs: bool) -> dict[str, Any]:
+def completion_response(out: Any, request_id: str, model: str, logprobs: bool,
+                        usage: dict[str, int]) -> dict[str, Any]:  # fmt: skip
     """A ``text_completion`` object."""
     choice: dict[str, Any] = {"index": 0, "text": out.text, "finish_reason": _finish(out), "logprobs": None}
     if logprobs:
@@ -220,12 +246,13 @@ def completion_response(out: Any, request_id: str, model: str, logprobs: bool) -
         choice["logprobs"] = {"tokens": [t for t, _ in pairs], "token_logprobs": [lp for _, lp in pairs],
                               "top_logprobs": None, "text_offset": offsets}  # fmt: skip
     return {"id": f"cmpl-{request_id}", "object": "text_completion", "created": int(time.time()), "model": model,
-            "choices": [choice], "usage": _usage(out), "adaptive_moe": adaptive_fields(out)}  # fmt: skip
+            "choices": [choice], "usage": usage, "adaptive_moe": adaptive_fields(out)}  # fmt: skip
 
 
-def stream_events(out: Any, request_id: str, model: str, *, chat: bool, logprobs: bool, include_usage: bool):
-    """The server-sent events of a streamed answer: the route first, one chunk per token, the finish
-    reason, the usage (when asked), ``[DONE]``."""
+def stream_events(out: Any, request_id: str, model: str, *, chat: bool, logprobs: bool,
+                  usage: dict[str, int] | None, pieces: list[tuple[str, list[tuple[str, float]]]]):  # fmt: skip
+    """The server-sent events of a streamed answer: the route first, then ``pieces`` (see
+    :func:`stream_pieces`), the finish reason, the usage (when asked), ``[DONE]``."""
     created = int(time.time())
     kind = "chat.completion.chunk" if chat else "text_completion"
     ident = f"chatcmpl-{request_id}" if chat else f"cmpl-{request_id}"
@@ -239,15 +266,17 @@ def stream_events(out: Any, request_id: str, model: str, *, chat: bool, logprobs
         return f"data: {json.dumps(body)}\n\n"
 
     yield chunk({"role": "assistant", "content": ""} if chat else "", adaptive_moe=adaptive_fields(out))
-    for piece, lp in _token_logprobs(out):
+    for piece, held in pieces:
         lps = None
         if logprobs:
-            lps = ({"content": [{"token": piece, "logprob": lp, "bytes": list(piece.encode()), "top_logprobs": []}]}
-                   if chat else {"tokens": [piece], "token_logprobs": [lp], "top_logprobs": None})  # fmt: skip
+            lps = ({"content": [{"token": t, "logprob": lp, "bytes": list(t.encode()), "top_logprobs": []}
+                                for t, lp in held]}
+                   if chat else {"tokens": [t for t, _ in held], "token_logprobs": [lp for _, lp in held],
+                                 "top_logprobs": None})  # fmt: skip
         yield chunk({"content": piece} if chat else piece, lp=lps)
     yield chunk({} if chat else "", finish=_finish(out))
-    if include_usage:
-        body = {"id": ident, "object": kind, "created": created, "model": model, "choices": [], "usage": _usage(out)}
+    if usage is not None:
+        body = {"id": ident, "object": kind, "created": created, "model": model, "choices": [], "usage": usage}
         yield f"data: {json.dumps(body)}\n\n"
     yield "data: [DONE]\n\n"
 
@@ -406,17 +435,18 @@ def create_app(moe: Any, config: ServeConfig | None = None, *, api_key: str | No
         raise APIError(404, f"model {model!r} does not exist; GET /v1/models lists them", param="model",
                        code="model_not_found")  # fmt: skip
 
-    def check_length(prompt: Any, settings: dict[str, Any]) -> None:
+    def check_length(prompt: Any, settings: dict[str, Any]) -> int:
         from ..model.generation import render_prompt
 
         gen = moe.config.generation.replace(**{k: v for k, v in settings.items() if k != "seed"})
         context = moe.base.context_length
-        if context is None:
-            return
         n = len(moe.base.tokenizer(render_prompt(moe.base, prompt, gen))["input_ids"])
+        if context is None:
+            return n
         if n + gen.max_new_tokens > context:
             raise _bad(f"the prompt is {n} tokens and max_tokens {gen.max_new_tokens}: over the model's context of "
                        f"{context} tokens", "messages", "context_length_exceeded")  # fmt: skip
+        return n
 
     async def answer(request: Request, *, chat: bool):
         started = time.perf_counter()
@@ -459,13 +489,15 @@ def create_app(moe: Any, config: ServeConfig | None = None, *, api_key: str | No
         metrics.requests.labels("chat" if chat else "completions", out.route, "200").inc()
         metrics.latency.labels(out.route).observe(time.perf_counter() - started)
         logger.info("request %s: route %s, %d tokens", request_id, out.route, len(out.attribution.tokens))
+        usage = _usage(out, int(job.checked or 0), moe.base.tokenizer)
         if options["stream"]:
             events = stream_events(out, request_id, model, chat=chat, logprobs=options["logprobs"],
-                                   include_usage=options["include_usage"])  # fmt: skip
+                                   usage=usage if options["include_usage"] else None,
+                                   pieces=stream_pieces(out, moe.base.tokenizer))  # fmt: skip
             return StreamingResponse(events, media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", REQUEST_ID: request_id})  # fmt: skip
         make = chat_response if chat else completion_response
-        return JSONResponse(make(out, request_id, model, options["logprobs"]))
+        return JSONResponse(make(out, request_id, model, options["logprobs"], usage))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):

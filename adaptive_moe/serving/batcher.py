@@ -38,6 +38,7 @@ class Job:
     experts: tuple[str, ...] | None
     request_id: str
     check: Any = None  # called by the worker before answering (it owns the tokenizer); raises to refuse
+    checked: Any = None  # what ``check`` returned
     future: Future = field(default_factory=Future)
     cancelled: threading.Event = field(default_factory=threading.Event)
     enqueued: float = field(default_factory=time.perf_counter)
@@ -111,7 +112,7 @@ class Batcher:
                     continue
                 if job.check is not None:
                     try:
-                        job.check()
+                        job.checked = job.check()
                     except BaseException as e:  # noqa: BLE001 - the request's handler answers it
                         job.future.set_exception(e)
                         continue

@@ -103,12 +103,14 @@ def test_streamed_answer_equals_the_plain_one_and_carries_the_route_first(served
     messages = [{"role": "user", "content": "Name the largest planet."}]
     plain = client.chat.completions.create(model="adaptive-moe", messages=messages, max_tokens=5)
     chunks = list(client.chat.completions.create(model="adaptive-moe", messages=messages, max_tokens=5, stream=True,
-                                                 stream_options={"include_usage": True}))  # fmt: skip
+                                                 logprobs=True, stream_options={"include_usage": True}))  # fmt: skip
     assert chunks[0].model_extra["adaptive_moe"]["route"] == plain.model_extra["adaptive_moe"]["route"]
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == plain.choices[0].message.content
-    tokens = [c for c in chunks[1:] if c.choices and c.choices[0].finish_reason is None]  # one chunk per token
-    assert len(tokens) == plain.usage.completion_tokens
+    # a chunk per token (a token ending inside a multi-byte character waits for the next), log-probs with them
+    body = [c for c in chunks[1:] if c.choices and c.choices[0].finish_reason is None]
+    assert 1 <= len(body) <= plain.usage.completion_tokens
+    assert sum(len(c.choices[0].logprobs.content) for c in body) == plain.usage.completion_tokens
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == plain.choices[0].finish_reason
 
@@ -275,3 +277,26 @@ def test_serve_finishes_the_request_in_flight_on_sigterm_and_exits(tmp_path, tin
             proc.kill()
         out = proc.stdout.read() if proc.stdout else ""
     assert "127.0.0.1:" + str(port) in out  # uvicorn says where it listens: loopback
+
+
+def test_an_abstention_streams_and_counts_like_its_plain_answer(tmp_path, tiny_llama_dir, tiny_base):
+    changes = {"router.threshold": 1.0, "router.min_match_score": 0.0, "integrator.expert_confidence_floor": 0.99}
+    moe = _moe(tmp_path, tiny_llama_dir, tiny_base, **changes)  # every query to the expert, which never clears 0.99
+    server = Server(create_app(moe, api_key=""))
+    try:
+        client = _client(server)
+        messages = [{"role": "user", "content": "Who founded the Kovane guild?"}]
+        plain = client.chat.completions.create(model="adaptive-moe", messages=messages, logprobs=True)
+        assert plain.model_extra["adaptive_moe"]["route"] == "abstain"
+        assert plain.choices[0].message.content == moe.config.integrator.abstain_text
+        assert plain.usage.completion_tokens > 0 and plain.usage.prompt_tokens > 0
+        assert plain.choices[0].logprobs.content == []  # no generated tokens to give log-probs for
+        chunks = list(client.chat.completions.create(model="adaptive-moe", messages=messages, stream=True,
+                                                     stream_options={"include_usage": True}))  # fmt: skip
+        assert (
+            "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == plain.choices[0].message.content
+        )
+        assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+    finally:
+        server.stop()
+        moe.close()
