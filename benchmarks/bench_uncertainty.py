@@ -22,9 +22,9 @@ instructions, context).
 Estimators: the logit statistics (no fit); the shipped router's estimator (as it is; a learnt one was
 fitted on general + invented: not held out, shown for reference); a logistic regression over the five
 answer statistics; the hidden-state probe (query state + answer statistics) at two strengths; a probe on
-the query states of several layers; P(True) (the base judges its own answer: one more prompt pass); and
-combinations. The cost of each is measured as a multiple of one generation (medians over rounds, same
-questions).
+the query states of several layers; sampling consistency (4 samples) and a probe trained to predict it;
+P(True) (the base judges its own answer: one more prompt pass); and combinations. The cost of each is
+measured as a multiple of one generation (medians over rounds, same questions).
 
     python benchmarks/bench_uncertainty.py              # ~25 min on 2 cores the first time (answers cached)
     python benchmarks/bench_uncertainty.py --tiny --out /tmp/u   # the plumbing on a tiny random model
@@ -60,6 +60,7 @@ from adaptive_moe.routing.families import (
     leave_one_family_out,
     measure_costs,
     p_true_scores,
+    sample_agreement,
     shipping_choice,
     threshold_table,
 )
@@ -123,24 +124,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     states = layer_query_states(base, questions, gen, layers)
     say("P(True)", "uncertainty")
     ptrue = p_true_scores(base, questions, answers, gen)
+    agreement = None
+    if args.samples:
+        say(f"{args.samples} sampled answers per question (sampling consistency)", "uncertainty")
+        agreement = sample_agreement(base, questions, answers, gen, k=args.samples)
     extra = {}
     router = None if args.tiny else embedded_router_for(base)
     if router is not None:  # fitted on half of `general` and on invented entities: shown for reference
         extra["shipped_router"] = router.estimator.score_batch(signals)
-    data = FamilyData(signals, correct, family, states, ptrue, extra)
+    data = FamilyData(signals, correct, family, states, ptrue, extra, agreement)
     say("leave-one-family-out", "uncertainty")
     results = leave_one_family_out(data, general_families=GENERAL_FAMILIES, min_class=MIN_CLASS,
                                    bootstrap=args.bootstrap)  # fmt: skip
     say("cost against a generation", "uncertainty")
     sample = [q for q, _ in fams["general"][1::2]][: args.cost_questions]
-    cost = {**measure_costs(base, sample, gen, layers, args.rounds), "shipped_router": 1.0}
+    cost = {**measure_costs(base, sample, gen, layers, args.rounds, samples=args.samples), "shipped_router": 1.0}
     for name in results:
         results[name]["cost"] = cost[name]
     work.cleanup()
     return {"machine": machine_info(args.threads), "command": command_line(__file__, args.argv),
             "settings": {"tiny": args.tiny, "max_new_tokens": gen.max_new_tokens, "layers": layers,
-                         "bootstrap": args.bootstrap, "rounds": args.rounds, "cost_questions": len(sample),
-                         "min_class": MIN_CLASS},
+                         "samples": args.samples, "bootstrap": args.bootstrap, "rounds": args.rounds,
+                         "cost_questions": len(sample), "min_class": MIN_CLASS},
             "families": {k: {"n": len(v), "right": int(data.correct[data.family == k].sum())}
                          for k, v in fams.items()},
             "estimators": results, "choice": shipping_choice(results, cost, exclude=("shipped_router",)),
@@ -209,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples for AUROC intervals")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the cost measurement")
     parser.add_argument("--cost-questions", type=int, default=16, help="questions timed per round")
+    parser.add_argument("--samples", type=int, default=4, help="sampled answers per question for sampling "
+                        "consistency and the probe trained on it (0: skip them)")  # fmt: skip
     parser.add_argument("--tiny", action="store_true", help="a tiny random model: the plumbing, numbers are noise")
     add_run_arguments(parser)
     args = parser.parse_args(argv)

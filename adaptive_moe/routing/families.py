@@ -76,6 +76,52 @@ def p_true_scores(base, questions: Sequence[str], answers: Sequence[str], genera
     return np.asarray(out, dtype=np.float64)
 
 
+def _first_sentence(text: str) -> list[str]:
+    from ..evaluation.scoring import normalize_answer
+
+    head = text.strip().split("\n", 1)[0]
+    for mark in (". ", "! ", "? "):
+        head = head.split(mark, 1)[0]
+    return normalize_answer(head).split()
+
+
+def _token_f1(a: list[str], b: list[str]) -> float:
+    if not a or not b:
+        return float(a == b)
+    common = sum(min(a.count(w), b.count(w)) for w in set(a))
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(b), common / len(a)
+    return 2 * precision * recall / (precision + recall)
+
+
+def sample_agreement(
+    base,
+    questions: Sequence[str],
+    answers: Sequence[str],
+    generation: GenerationConfig,
+    *,
+    k: int = 4,
+    temperature: float = 0.7,
+    max_new_tokens: int = 32,
+    seed: int = 0,
+) -> np.ndarray:
+    """Sampling consistency (LM-Polygraph's lexical similarity): ``k`` answers sampled at ``temperature``
+    per question, each compared with the greedy ``answers`` by token F1 of their first sentences
+    (normalised); the score is the mean, in [0, 1]. It costs ``k`` more generations."""
+    if len(questions) != len(answers):
+        raise InvalidInputError(f"sample_agreement: {len(questions)} questions but {len(answers)} answers")
+    if not isinstance(k, int) or k < 1:
+        raise InvalidInputError(f"k must be a positive whole number of samples, got {k!r}")
+    gen = generation.replace(do_sample=True, temperature=temperature, max_new_tokens=max_new_tokens)
+    greedy = [_first_sentence(a) for a in answers]
+    total = np.zeros(len(questions))
+    for i in range(k):
+        outs = base.generate_with_signals(list(questions), gen.replace(seed=seed + i))
+        total += [_token_f1(g, _first_sentence(o.text)) for g, o in zip(greedy, outs, strict=True)]
+    return total / k
+
+
 # -- the data --------------------------------------------------------------------------------------------
 @dataclass
 class FamilyData:
@@ -88,6 +134,7 @@ class FamilyData:
         layers: ``{layer: (n, hidden)}`` query states after shallower layers (``probe_layers``), or empty.
         p_true: P(True) log-odds per answer, or ``None`` (then the P(True) estimators are skipped).
         extra: more raw scores by name (e.g. a shipped router's), evaluated as they are, never fitted.
+        agreement: :func:`sample_agreement` per answer, or ``None`` (then the sampling estimators are skipped).
     """
 
     signals: list[Any]
@@ -96,6 +143,7 @@ class FamilyData:
     layers: dict[int, np.ndarray]
     p_true: np.ndarray | None = None
     extra: dict[str, np.ndarray] | None = None
+    agreement: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.correct = np.asarray(self.correct, dtype=bool)
@@ -165,6 +213,16 @@ def _logit_lr(with_p_true: bool):
     return score
 
 
+def _agreement_probe(d: FamilyData, fit: np.ndarray, held: np.ndarray) -> np.ndarray:
+    """A probe trained to predict whether the base's samples agree with its answer (a semantic-entropy
+    probe in spirit: the target is the model's own consistency, not correctness), read at one generation."""
+    target = d.agreement >= 0.5
+    if target[fit].all() or not target[fit].any():
+        return np.zeros(int(held.sum()))
+    probe = HiddenStateProbe(C=0.003, answer_weight=3.0).fit(_rows(d, fit), target[fit])
+    return probe.score_batch(_rows(d, held))
+
+
 #: name -> (score(data, fit_rows, held_rows) -> raw scores of the held rows, what it needs besides the answer)
 FAMILY_ESTIMATORS: dict[str, tuple[Callable[[FamilyData, np.ndarray, np.ndarray], np.ndarray], tuple[str, ...]]] = {
     **{name: (_statistic(name), ()) for name in STATISTICS},
@@ -175,6 +233,8 @@ FAMILY_ESTIMATORS: dict[str, tuple[Callable[[FamilyData, np.ndarray, np.ndarray]
     "p_true": (lambda d, fit, held: d.p_true[held], ("p_true",)),
     "logit_lr+p_true": (_logit_lr(True), ("p_true",)),
     "probe_layers+p_true": (_probe_layers(True), ("layers", "p_true")),
+    "sample_agreement": (lambda d, fit, held: d.agreement[held], ("samples",)),
+    "agreement_probe": (_agreement_probe, ("samples_to_fit",)),
 }
 
 
@@ -182,7 +242,7 @@ def _scorer(d: FamilyData, name: str):
     if d.extra and name in d.extra:
         return lambda d_, fit, held: d_.extra[name][held]
     score = FAMILY_ESTIMATORS[name][0]
-    if name in STATISTICS or name == "p_true":
+    if name in STATISTICS or name in ("p_true", "sample_agreement"):
         return score
 
     def fitted(d_: FamilyData, fit: np.ndarray, held: np.ndarray) -> np.ndarray:
@@ -196,7 +256,12 @@ def _scorer(d: FamilyData, name: str):
 
 def available_estimators(d: FamilyData) -> list[str]:
     """The estimators ``d`` has the inputs for, then its ``extra`` scores."""
-    have = {"layers": bool(d.layers), "p_true": d.p_true is not None}
+    have = {
+        "layers": bool(d.layers),
+        "p_true": d.p_true is not None,
+        "samples": d.agreement is not None,
+        "samples_to_fit": d.agreement is not None,
+    }
     names = [n for n, (_, needs) in FAMILY_ESTIMATORS.items() if all(have[x] for x in needs)]
     return names + list(d.extra or {})
 
@@ -322,14 +387,20 @@ def shipping_choice(results: dict[str, dict[str, Any]], costs: dict[str, float],
 
 
 def measure_costs(
-    base, questions: Sequence[str], generation: GenerationConfig, layers: Sequence[int], rounds: int = 3
+    base,
+    questions: Sequence[str],
+    generation: GenerationConfig,
+    layers: Sequence[int],
+    rounds: int = 3,
+    samples: int = 0,
 ) -> dict[str, float]:
     """Each estimator's cost as a multiple of one generation of ``questions``: 1 plus its extra passes
-    (the layer states, P(True)), timed on the same questions, medians over ``rounds``."""
+    (the layer states, P(True), ``samples`` sampled answers), timed on the same questions, medians over
+    ``rounds``. A probe trained on sampled answers needs none at inference (cost 1)."""
     import statistics
     import time
 
-    ratios: dict[str, list[float]] = {"layers": [], "p_true": []}
+    ratios: dict[str, list[float]] = {"layers": [], "p_true": [], "samples": [], "samples_to_fit": []}
     for _ in range(max(1, rounds)):
         t0 = time.perf_counter()
         sig = base.generate_with_signals(list(questions), generation)
@@ -340,6 +411,11 @@ def measure_costs(
         t0 = time.perf_counter()
         p_true_scores(base, questions, [x.text for x in sig], generation)
         ratios["p_true"].append((time.perf_counter() - t0) / t_gen)
+        t0 = time.perf_counter()
+        if samples:
+            sample_agreement(base, questions, [x.text for x in sig], generation, k=samples)
+        ratios["samples"].append((time.perf_counter() - t0) / t_gen)
+        ratios["samples_to_fit"].append(0.0)
     extra = {k: statistics.median(v) for k, v in ratios.items()}
     return {name: 1.0 + sum(extra[n] for n in needs) for name, (_, needs) in FAMILY_ESTIMATORS.items()}
 

@@ -15,6 +15,7 @@ from adaptive_moe.routing.families import (
     layer_query_states,
     leave_one_family_out,
     p_true_scores,
+    sample_agreement,
     shipping_choice,
     threshold_table,
 )
@@ -102,3 +103,24 @@ def test_p_true_and_layer_states_on_a_model(tiny_base):
     states = layer_query_states(tiny_base, ["Capital of France?", "2+2?"], gen, [1, 2])
     hidden = tiny_base.model.config.hidden_size
     assert set(states) == {1, 2} and states[1].shape == (2, hidden) and not np.allclose(states[1], states[2])
+
+
+def test_sampling_consistency_and_the_probe_trained_to_predict_it():
+    d = _data()
+    rng = np.random.default_rng(1)
+    d.agreement = np.clip(np.where(d.correct, 0.8, 0.3) + rng.normal(0, 0.15, d.correct.size), 0, 1)
+    res = leave_one_family_out(d, ["sample_agreement", "agreement_probe"], bootstrap=0)
+    assert all(r["auroc"] > 0.8 for r in res["sample_agreement"]["families"].values())
+    assert set(res["agreement_probe"]["families"]) == {"a", "b", "c"}
+    assert "sample_agreement" not in leave_one_family_out(_data(), bootstrap=0)  # no samples: not offered
+
+
+def test_sample_agreement_on_a_model(tiny_base):
+    gen = GenerationConfig(max_new_tokens=4, batch_size=2)
+    questions = ["Capital of France?", "2+2?", "Who?"]
+    answers = [s.text for s in tiny_base.generate_with_signals(questions, gen)]
+    a = sample_agreement(tiny_base, questions, answers, gen, k=2, max_new_tokens=4)
+    assert a.shape == (3,) and np.all((a >= 0) & (a <= 1))
+    assert np.array_equal(a, sample_agreement(tiny_base, questions, answers, gen, k=2, max_new_tokens=4))  # seeded
+    with pytest.raises(InvalidInputError, match="k must be"):
+        sample_agreement(tiny_base, questions, answers, gen, k=0)
