@@ -26,7 +26,7 @@ the query states of several layers; sampling consistency (4 samples) and a probe
 P(True) (the base judges its own answer: one more prompt pass); and combinations. The cost of each is
 measured as a multiple of one generation (medians over rounds, same questions).
 
-    python benchmarks/bench_uncertainty.py              # ~25 min on 2 cores the first time (answers cached)
+    python benchmarks/bench_uncertainty.py              # ~30 min on 2 cores the first time, 21 with answers cached
     python benchmarks/bench_uncertainty.py --tiny --out /tmp/u   # the plumbing on a tiny random model
 
 Writes ``uncertainty.{json,md,png}`` under ``--out`` (default: benchmarks/results).
