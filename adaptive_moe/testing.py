@@ -131,3 +131,39 @@ def example_base(fast: bool, workdir: str | Path):
     if fast:
         return load_base_model(name_or_path=str(make_tiny_model(Path(workdir) / "tiny-model")), device="cpu")
     return load_base_model()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now, on ``host``."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class ServerThread:
+    """An ASGI ``app`` served by uvicorn on 127.0.0.1 (a free port) in a background thread, for tests,
+    benchmarks and notebooks: ``.url`` once constructed, :meth:`stop` to shut it down."""
+
+    def __init__(self, app, timeout: float = 30.0) -> None:
+        import threading
+        import time
+
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, name="adaptive_moe-server", daemon=True)
+        self.thread.start()
+        deadline = time.time() + timeout
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError(f"the server did not start on {self.url}")
+            time.sleep(0.02)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Ask uvicorn to exit (requests in flight finish) and wait for the thread."""
+        self.server.should_exit = True
+        self.thread.join(timeout)

@@ -17,11 +17,9 @@ Writes ``serve.{json,md,png}`` under ``--out`` (default: benchmarks/results).
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,11 +30,11 @@ if not __package__:  # run as `python benchmarks/bench_serve.py`: make the `benc
 
 import httpx
 import torch
-import uvicorn
 
 from adaptive_moe import AdaptiveMoE, AdaptiveMoEConfig
 from adaptive_moe.creation import general_knowledge_questions
 from adaptive_moe.serving import create_app
+from adaptive_moe.testing import ServerThread
 from benchmarks.common import (
     add_run_arguments,
     command_line,
@@ -46,12 +44,6 @@ from benchmarks.common import (
     say,
     write_json_and_markdown,
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _percentile(xs: list[float], q: float) -> float:
@@ -107,13 +99,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = AdaptiveMoEConfig().replace(**changes)
     questions = [q for q, _ in general_knowledge_questions()][: args.requests]
     moe = AdaptiveMoE(cfg, base=base)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(moe), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
+    server = ServerThread(create_app(moe))
+    url = server.url
     deadline = time.time() + args.time_limit
     rows: dict[int, dict[str, Any]] = {}
     alone_answers: list[str] | None = None
@@ -136,8 +123,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        "differ_from_alone": None if alone_answers is None else
                        sum(a != b for a, b in zip(complete[0]["answers"], alone_answers, strict=True))}  # fmt: skip
     finally:
-        server.should_exit = True
-        thread.join(60)
+        server.stop()
         moe.close()
     say("plain transformers generate, one question at a time", "serve")
     plain = statistics.median(plain_loop(base, questions, args.max_tokens) for _ in range(args.rounds))

@@ -114,8 +114,8 @@ def trained_experts(smollm2, tmp_path_factory):
 
 
 def require(package: str):
-    """Import ``package`` or skip the test; under ``CI=true`` a missing package fails the test instead
-    (CI installs everything the suite needs)."""
+    """Import ``package`` or skip the test (or, called at import time, the module); under ``CI=true`` a
+    missing package fails instead (CI installs everything the suite needs)."""
     import importlib
     import os
 
@@ -124,4 +124,4 @@ def require(package: str):
     except ImportError as e:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{package} is missing under CI=true: {e}")
-        pytest.skip(f"{package} is not installed")
+        pytest.skip(f"{package} is not installed", allow_module_level=True)

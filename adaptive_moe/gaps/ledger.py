@@ -265,6 +265,8 @@ class GapLedger(Closable):
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
         """Bring a version-1 ledger to version 2 (the request_id column) in one transaction."""
+        if conn.execute("SELECT version FROM schema_version").fetchone()[0] != 1:
+            return  # current: no write lock taken just to open
         conn.execute("BEGIN IMMEDIATE")  # another process may be migrating the same file
         try:
             if conn.execute("SELECT version FROM schema_version").fetchone()[0] == 1:

@@ -213,6 +213,19 @@ def _logit_lr(with_p_true: bool):
     return score
 
 
+def _fitted(score):
+    """``score`` for an estimator that learns from the fit rows: no ranking at all (zeros) when those rows
+    hold one class only."""
+
+    def fitted(d: FamilyData, fit: np.ndarray, held: np.ndarray) -> np.ndarray:
+        y = d.correct[fit]
+        if y.all() or not y.any():
+            return np.zeros(int(held.sum()))
+        return score(d, fit, held)
+
+    return fitted
+
+
 def _agreement_probe(d: FamilyData, fit: np.ndarray, held: np.ndarray) -> np.ndarray:
     """A probe trained to predict whether the base's samples agree with its answer (a semantic-entropy
     probe in spirit: the target is the model's own consistency, not correctness), read at one generation."""
@@ -226,13 +239,13 @@ def _agreement_probe(d: FamilyData, fit: np.ndarray, held: np.ndarray) -> np.nda
 #: name -> (score(data, fit_rows, held_rows) -> raw scores of the held rows, what it needs besides the answer)
 FAMILY_ESTIMATORS: dict[str, tuple[Callable[[FamilyData, np.ndarray, np.ndarray], np.ndarray], tuple[str, ...]]] = {
     **{name: (_statistic(name), ()) for name in STATISTICS},
-    "logit_lr": (_logit_lr(False), ()),
-    "probe_C0.003": (_probe(0.003), ()),
-    "probe_C0.03": (_probe(0.03), ()),
-    "probe_layers": (_probe_layers(False), ("layers",)),
+    "logit_lr": (_fitted(_logit_lr(False)), ()),
+    "probe_C0.003": (_fitted(_probe(0.003)), ()),
+    "probe_C0.03": (_fitted(_probe(0.03)), ()),
+    "probe_layers": (_fitted(_probe_layers(False)), ("layers",)),
     "p_true": (lambda d, fit, held: d.p_true[held], ("p_true",)),
-    "logit_lr+p_true": (_logit_lr(True), ("p_true",)),
-    "probe_layers+p_true": (_probe_layers(True), ("layers", "p_true")),
+    "logit_lr+p_true": (_fitted(_logit_lr(True)), ("p_true",)),
+    "probe_layers+p_true": (_fitted(_probe_layers(True)), ("layers", "p_true")),
     "sample_agreement": (lambda d, fit, held: d.agreement[held], ("samples",)),
     "agreement_probe": (_agreement_probe, ("samples_to_fit",)),
 }
@@ -241,17 +254,7 @@ FAMILY_ESTIMATORS: dict[str, tuple[Callable[[FamilyData, np.ndarray, np.ndarray]
 def _scorer(d: FamilyData, name: str):
     if d.extra and name in d.extra:
         return lambda d_, fit, held: d_.extra[name][held]
-    score = FAMILY_ESTIMATORS[name][0]
-    if name in STATISTICS or name in ("p_true", "sample_agreement"):
-        return score
-
-    def fitted(d_: FamilyData, fit: np.ndarray, held: np.ndarray) -> np.ndarray:
-        y = d_.correct[fit]
-        if y.all() or not y.any():  # nothing to learn from one class: no ranking at all
-            return np.zeros(int(held.sum()))
-        return score(d_, fit, held)
-
-    return fitted
+    return FAMILY_ESTIMATORS[name][0]
 
 
 def available_estimators(d: FamilyData) -> list[str]:

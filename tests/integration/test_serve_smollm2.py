@@ -1,32 +1,24 @@
 """The HTTP server in front of the embedded SmolLM2: a real uvicorn on 127.0.0.1 and the real `openai` client."""
 
-import importlib
-import os
-
 import pytest
+from conftest import require
 
 from adaptive_moe import AdaptiveMoE, AdaptiveMoEConfig
 
 pytestmark = pytest.mark.integration
 
 
-def _need(package: str):
-    if os.environ.get("CI", "").lower() == "true":
-        return importlib.import_module(package)
-    return pytest.importorskip(package)
-
-
-openai = _need("openai")
-_need("uvicorn")
+openai = require("openai")
+require("uvicorn")
 
 
 def test_an_openai_client_gets_routed_answers_from_the_embedded_model(smollm2, tmp_path):
     from adaptive_moe.serving import create_app
-    from tests.unit.test_serving import Server
+    from adaptive_moe.testing import ServerThread
 
     cfg = AdaptiveMoEConfig().replace(workspace=str(tmp_path / "ws"), **{"generation.max_new_tokens": 16})
     with AdaptiveMoE(cfg, base=smollm2) as moe:
-        server = Server(create_app(moe, api_key=""))
+        server = ServerThread(create_app(moe, api_key=""))
         try:
             client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
             messages = [{"role": "user", "content": "What is the capital of France?"}]

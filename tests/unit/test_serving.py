@@ -3,59 +3,31 @@ malformed requests; a tiny random model behind it."""
 
 from __future__ import annotations
 
-import importlib
 import os
-import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from conftest import require
 
 from adaptive_moe import AdaptiveMoE, AdaptiveMoEConfig
-from adaptive_moe.testing import make_random_adapter
+from adaptive_moe.testing import ServerThread, free_port, make_random_adapter
 
-
-def _need(package: str):
-    """The package, or skip this module; under CI=true a missing one fails it (CI installs the serve extra)."""
-    if os.environ.get("CI", "").lower() == "true":
-        return importlib.import_module(package)
-    return pytest.importorskip(package)
-
-
-fastapi = _need("fastapi")
-uvicorn = _need("uvicorn")
-openai = _need("openai")
-httpx = _need("httpx")
+fastapi = require("fastapi")
+uvicorn = require("uvicorn")
+openai = require("openai")
+httpx = require("httpx")
 
 from adaptive_moe.serving import create_app  # noqa: E402 - after the packages are known to be there
 
 QUESTION = "What is the capital of France?"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """uvicorn serving ``app`` on a free loopback port in a thread, until :meth:`stop`."""
-
-    def __init__(self, app) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started:
-            assert time.time() < deadline, "the server did not start"
-            time.sleep(0.02)
+class Server(ServerThread):
+    """The server in a thread; stopping it must leave no thread behind."""
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
+        super().stop(30)
         assert not self.thread.is_alive()
 
 
@@ -244,7 +216,7 @@ def test_serve_finishes_the_request_in_flight_on_sigterm_and_exits(tmp_path, tin
 
     import yaml
 
-    port = _free_port()
+    port = free_port()
     cfg = tmp_path / "serve.yaml"
     cfg.write_text(yaml.safe_dump({"model": {"name_or_path": str(tiny_llama_dir)}, "workspace": str(tmp_path / "ws"),
                                    "generation": {"max_new_tokens": 48}, "router": {"embedder": "base"},
