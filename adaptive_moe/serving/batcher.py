@@ -65,6 +65,7 @@ class Batcher:
         self.on_batch = on_batch
         self._queue: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
         self._stop = threading.Event()
+        self._busy = threading.Event()
         self._thread = threading.Thread(target=self._run, name="adaptive_moe-batcher", daemon=True)
         self._thread.start()
 
@@ -72,6 +73,11 @@ class Batcher:
     def waiting(self) -> int:
         """Requests in the queue."""
         return self._queue.qsize()
+
+    @property
+    def busy(self) -> bool:
+        """Whether the worker is answering a batch now."""
+        return self._busy.is_set()
 
     def submit(self, job: Job) -> Job:
         """Queue ``job``; raises :class:`QueueFullError` at once when the queue is full."""
@@ -117,8 +123,12 @@ class Batcher:
                         job.future.set_exception(e)
                         continue
                 groups.setdefault(job.key, []).append(job)
-            for jobs in groups.values():
-                self._answer(jobs)
+            self._busy.set()
+            try:
+                for jobs in groups.values():
+                    self._answer(jobs)
+            finally:
+                self._busy.clear()
 
     def _answer(self, jobs: list[Job]) -> None:
         started = time.perf_counter()

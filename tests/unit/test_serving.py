@@ -179,14 +179,18 @@ def test_api_key_request_id_and_a_retried_gap_recorded_once(tmp_path, tiny_llama
 def test_a_full_queue_answers_503_with_retry_after(tmp_path, tiny_llama_dir, tiny_base):
     moe = _moe(tmp_path, tiny_llama_dir, tiny_base, **{"serve.max_queue": 1, "serve.max_batch": 1,
                                                          "serve.batch_window_ms": 0.0})  # fmt: skip
-    server = Server(create_app(moe, api_key=""))
+    app = create_app(moe, api_key="")
+    server = Server(app)
     body = {"model": "adaptive-moe", "messages": [{"role": "user", "content": QUESTION}]}
+    post = lambda: httpx.post(server.url + "/v1/chat/completions", json=body, timeout=60)  # noqa: E731
     try:
         pool = ThreadPoolExecutor(4)
         with moe.base.lock:  # the worker blocks on the model: requests pile up
-            futures = [pool.submit(httpx.post, server.url + "/v1/chat/completions", json=body, timeout=60)
-                       for _ in range(4)]  # fmt: skip
-            deadline = time.time() + 20
+            futures = [pool.submit(post)]
+            deadline = time.time() + 20  # the worker has taken the first request (and waits for the model)
+            while not (app.state.batcher.busy and app.state.batcher.waiting == 0) and time.time() < deadline:
+                time.sleep(0.02)
+            futures += [pool.submit(post) for _ in range(3)]  # one waits in the queue, two are refused
             while sum(f.done() for f in futures) < 2 and time.time() < deadline:
                 time.sleep(0.05)
             refused = [f.result() for f in futures if f.done()]
