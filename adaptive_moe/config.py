@@ -422,6 +422,11 @@ class CreationConfig(_Section):
         choices=("rules", "retrieval"),
     )
     retrieval_top_k: int = _f(2, help="passages a 'retrieval' expert reads before it answers", ge=1, le=10)
+    retrieval_quote: bool = _f(
+        False,
+        help="a 'retrieval' expert's answer may only quote the passages it read (constrained decoding): it cannot "
+        "invent a name or number they do not hold",
+    )
     retrieval_max_length: int = _f(
         320, help="longest training example in tokens for a 'retrieval' expert (passages make them long)", ge=32
     )

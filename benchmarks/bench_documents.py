@@ -58,6 +58,8 @@ APPROACHES: dict[str, dict[str, Any]] = {
     "rules": {"creation.method": "rules"},  # rule-made questions, restatements, sentences (creation/qa_rules.py)
     # a passage index + the base's shared reader (shipped for the embedded model): creation trains nothing
     "retrieval": {"creation.method": "retrieval", "creation.reader": "shared"},
+    # the same, and the answer may only quote the passages read (constrained decoding)
+    "retrieval_quote": {"creation.method": "retrieval", "creation.reader": "shared", "creation.retrieval_quote": True},
     # a passage index + a LoRA trained on the document's rule-made questions shown with their passages (RAFT)
     "retrieval_document": {
         "creation.method": "retrieval",

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 if not __package__:  # run as `python benchmarks/bench_reader.py`: make the `benchmarks` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -45,37 +46,66 @@ FOLDS = (("lake_tessaly_encyclopedia", "orrin_vale_company_history", "pinecrest_
          ("saffron_barley_bread_recipe", "strand9_buoy_specs", "wickball_glossary"))  # fmt: skip
 
 
-def read(base, docs, k: int, judge, embedder) -> dict[str, dict[str, float]]:
-    """Accuracy and retrieval recall per document with the top ``k`` passages."""
+def read(base, docs, k: int, judge, embedder, decoding: str = "plain") -> dict[str, dict[str, Any]]:
+    """Accuracy and retrieval recall per document with the top ``k`` passages; ``decoding`` ``quote``
+    lets the answer only quote the passages shown (``generate_with_signals(quotes=...)``). Each document
+    also keeps every answer's mean token log-probability and whether it was right."""
     out = {}
     for doc in docs:
         questions = doc["questions"]
         shown = retrieved_passages(doc, k, embedder)
         prompts = [context_prompt(q, s) for (q, _), s in zip(questions, shown, strict=True)]
-        answers = generate_with_signals(base, prompts, GenerationConfig(max_new_tokens=24, batch_size=4))
+        answers = generate_with_signals(base, prompts, GenerationConfig(max_new_tokens=24, batch_size=4),
+                                        quotes=shown if decoding == "quote" else None)  # fmt: skip
         right = [is_right(a.text, g, judge) for a, (_, g) in zip(answers, questions, strict=True)]
         found = [any(x.lower() in " ".join(s).lower() for x in g) for s, (_, g) in zip(shown, questions, strict=True)]
-        out[doc["name"]] = {"accuracy": sum(right) / len(right), "recall": sum(found) / len(found), "n": len(right)}
+        scores = [float(a.token_logprobs.mean()) if len(a.token_logprobs) else -1e3 for a in answers]
+        out[doc["name"]] = {"accuracy": sum(right) / len(right), "recall": sum(found) / len(found), "n": len(right),
+                            "right": right, "mean_logprob": scores, "answers": [a.text for a in answers]}  # fmt: skip
     return out
+
+
+READERS = ("untrained", "synthetic", "synthetic+dev")
+DECODINGS = ("plain", "quote")
+
+
+def _auroc(right: list[bool], scores: list[float]) -> float | None:
+    """How well ``scores`` separate right answers from wrong ones (None when one class is missing)."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(right, scores)) if 0 < sum(right) < len(right) else None
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=READER_STEPS)
     parser.add_argument("--synthetic", type=int, default=560)
+    parser.add_argument("--k", default="1,2", help="passages shown, comma-separated (default 1,2)")
+    parser.add_argument("--readers", default=",".join(READERS), help=f"comma-separated subset of {READERS}")
+    parser.add_argument("--decodings", default=",".join(DECODINGS), help=f"comma-separated subset of {DECODINGS}")
     add_run_arguments(parser)
     args = parser.parse_args(argv)
+    ks = [int(k) for k in args.k.split(",")]
+    readers = [r for r in args.readers.split(",") if r]
+    decodings = [d for d in args.decodings.split(",") if d]
+    if not set(readers) <= set(READERS) or not set(decodings) <= set(DECODINGS):
+        parser.error(f"--readers takes {READERS}, --decodings {DECODINGS}")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     judge, embedder = get_scorer("contains"), make_embedder("minilm")
     corpus = {d["name"]: d for d in load_corpus("dev")}
     rows = []
     all_docs = [corpus[n] for f in FOLDS for n in f]
-    plans = [("untrained", None, all_docs), ("synthetic", synthetic_reading_examples(args.synthetic), all_docs)]
-    for held in FOLDS:
-        others = [n for f in FOLDS if f is not held for n in f]
-        examples = synthetic_reading_examples(args.synthetic) + corpus_examples("dev", 2, 3, seed=0, only=others)
-        plans.append(("synthetic+dev", examples, [corpus[n] for n in held]))
+    plans = []
+    if "untrained" in readers:
+        plans.append(("untrained", None, all_docs))
+    if "synthetic" in readers:
+        plans.append(("synthetic", synthetic_reading_examples(args.synthetic), all_docs))
+    if "synthetic+dev" in readers:
+        for held in FOLDS:
+            others = [n for f in FOLDS if f is not held for n in f]
+            examples = synthetic_reading_examples(args.synthetic) + corpus_examples("dev", 2, 3, seed=0, only=others)
+            plans.append(("synthetic+dev", examples, [corpus[n] for n in held]))
     with tempfile.TemporaryDirectory(prefix="bench_reader_") as tmp:
         for i, (name, examples, docs) in enumerate(plans):
             base = load_base_model(device="cpu")
@@ -83,41 +113,48 @@ def main(argv=None) -> int:
                 say(f"training the {name} reader ({len(examples)} examples) for {len(docs)} documents", "reader")
                 folder = train_reader(base, Path(tmp) / f"reader-{i}", examples, steps=args.steps, progress=False)
                 base.model = PeftModel.from_pretrained(base.model, str(folder))
-            for k in (1, 2):
-                say(f"{name} reading the top {k}", "reader")
-                for doc, r in read(base, docs, k, judge, embedder).items():
-                    rows.append({"reader": name, "k": k, "doc": doc, **r})
+            for k in ks:
+                for decoding in decodings:
+                    say(f"{name} reading the top {k} ({decoding})", "reader")
+                    for doc, r in read(base, docs, k, judge, embedder, decoding).items():
+                        rows.append({"reader": name, "k": k, "decoding": decoding, "doc": doc, **r})
     result = {"machine": machine_info(args.threads), "command": command_line(__file__, argv),
               "settings": {"steps": args.steps, "synthetic": args.synthetic}, "rows": rows,
               "elapsed_s": time.perf_counter() - started}  # fmt: skip
+    columns = [(r, d) for r in readers for d in decodings]
     lines = [
         "# How well the base reads (dev documents held out from the reader's fit)",
         "",
         f"`{result['command']}` on {result['machine']['date']}, {result['machine']['cpus']} CPUs; "
         f"{result['elapsed_s'] / 60:.1f} min. Readers: {args.steps} steps. An answer is right when it contains a "
-        "gold answer and has at most 20 words; recall: the gold answer is in the passages shown.",
+        "gold answer and has at most 20 words; recall: the gold answer is in the passages shown. Decoding `plain`: "
+        "greedy; `quote`: greedy, the answer may only quote the passages shown. AUROC: how well the answer's mean "
+        "token log-probability separates right answers from wrong ones.",
         "",
-        "| document | passages | recall | untrained | synthetic | synthetic+dev |",
-        "|---|---|---|---|---|---|",
+        "| document | passages | recall | " + " | ".join(f"{r} {d}" for r, d in columns) + " |",
+        "|---|---|---|" + "---|" * len(columns),
     ]
-    for k in (1, 2):
+    for k in ks:
         for doc in [n for f in FOLDS for n in f]:
-            cell = {r["reader"]: r for r in rows if r["doc"] == doc and r["k"] == k}
+            cell = {(r["reader"], r["decoding"]): r for r in rows if r["doc"] == doc and r["k"] == k}
             if cell:
                 first = next(iter(cell.values()))
-                accs = [f"{cell[n]['accuracy']:.2f}" if n in cell else "—" for n in ("untrained", "synthetic",
-                                                                                     "synthetic+dev")]  # fmt: skip
+                accs = [f"{cell[c]['accuracy']:.2f}" if c in cell else "—" for c in columns]
                 lines.append(f"| {doc} | {k} | {first['recall']:.2f} | " + " | ".join(accs) + " |")
-        means = []
-        for n in ("untrained", "synthetic", "synthetic+dev"):
-            picked = [r for r in rows if r["k"] == k and r["reader"] == n]
-            total = sum(r["n"] for r in picked)
-            means.append(f"**{sum(r['accuracy'] * r['n'] for r in picked) / total:.2f}**" if total else "—")
+        means, aurocs = [], []
+        for reader, decoding in columns:
+            picked = [r for r in rows if r["k"] == k and r["reader"] == reader and r["decoding"] == decoding]
+            right = [x for r in picked for x in r["right"]]
+            scores = [x for r in picked for x in r["mean_logprob"]]
+            means.append(f"**{sum(right) / len(right):.2f}**" if right else "—")
+            auroc = _auroc(right, scores)
+            aurocs.append(f"{auroc:.2f}" if auroc is not None else "—")
         lines.append(f"| **all** | {k} | | " + " | ".join(means) + " |")
+        lines.append(f"| AUROC | {k} | | " + " | ".join(aurocs) + " |")
     write_json_and_markdown(Path(args.out), "reader", result, lines)
     print("\n".join(lines))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

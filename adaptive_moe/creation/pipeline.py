@@ -169,7 +169,8 @@ def create_expert(
             train_items = reading_examples(data.qa_pairs, index, embedder, cfg.retrieval_top_k) + data.documents
             lora = lora.replace(max_length=max(lora.max_length, cfg.retrieval_max_length))
         kind = "retrieval"
-        extra = {"retrieval": {"top_k": cfg.retrieval_top_k, "passages": len(index.passages), "reader": cfg.reader}}
+        extra = {"retrieval": {"top_k": cfg.retrieval_top_k, "passages": len(index.passages), "reader": cfg.reader,
+                               "quote": cfg.retrieval_quote}}  # fmt: skip
         data.stats.update(passages=len(index.passages), check_questions=len(data.heldout))
     if not data.heldout:
         raise InvalidInputError(

@@ -136,7 +136,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
 class RetrievalExpert(LoRAExpert):
     """A :class:`LoRAExpert` that answers from the ``top_k`` passages of its documents nearest to the
     question, and cites them (see the module docstring). ``top_k`` comes from the card's
-    ``extra["retrieval"]["top_k"]`` (default 2)."""
+    ``extra["retrieval"]["top_k"]`` (default 2); with ``extra["retrieval"]["quote"]`` its answers may only
+    quote those passages (:class:`~adaptive_moe.model.constraints.QuoteConstraint`)."""
 
     kind = "retrieval"
     files = (*LoRAExpert.files, INDEX_FILE, EMBEDDINGS_FILE)
@@ -150,6 +151,11 @@ class RetrievalExpert(LoRAExpert):
     def top_k(self) -> int:
         """How many passages go in front of a question."""
         return int((self.card.extra.get("retrieval") or {}).get("top_k", DEFAULT_TOP_K))
+
+    @property
+    def quote(self) -> bool:
+        """Whether answers may only quote the passages read (the card's ``extra["retrieval"]["quote"]``)."""
+        return bool((self.card.extra.get("retrieval") or {}).get("quote", False))
 
     @property
     def index(self) -> PassageIndex:
@@ -190,8 +196,9 @@ class RetrievalExpert(LoRAExpert):
         contextual = [with_context(p, [q.text for q, _ in h]) for p, h in zip(items, hits, strict=True)]
         gen = generation or GenerationConfig()
         gen = self.generation_config(gen.replace(**overrides) if overrides else gen)
+        quotes = [[p.text for p, _ in h] for h in hits] if self.quote else None
         with self.base.adapter_host.activated(self.slot):
-            signals = self.base.generate_with_signals(contextual, gen)
+            signals = self.base.generate_with_signals(contextual, gen, quotes=quotes)
         for s, original, h in zip(signals, items, hits, strict=True):
             s.prompt = original
             s.citations = _citations(h)

@@ -152,3 +152,21 @@ def token_pieces(tokenizer, token_ids: Sequence[int]) -> list[str]:
         pieces.append(text[len(previous) :] if text.startswith(previous) else text)
         previous = text
     return pieces
+
+
+def alternative_pieces(tokenizer, token_ids: Sequence[int], alternatives: Sequence[Sequence[int]]) -> list[list[str]]:
+    """For each step of an answer, the text each alternative token would have added there, cut the way
+    :func:`token_pieces` cuts the chosen ones (so the chosen token among its alternatives reads the same)."""
+    ids, out, previous = list(token_ids), [], ""
+    for i, alts in enumerate(alternatives):
+        wait = i < len(ids) - 1
+        row = []
+        for a in alts:
+            text = tokenizer.decode([*ids[:i], int(a)], skip_special_tokens=True)
+            row.append("" if text.endswith("\ufffd") and wait else text[len(previous) :] if text.startswith(previous)
+                       else text)  # fmt: skip
+        out.append(row)
+        text = tokenizer.decode(ids[: i + 1], skip_special_tokens=True)
+        if not (text.endswith("\ufffd") and wait):
+            previous = text
+    return out

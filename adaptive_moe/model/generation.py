@@ -20,6 +20,7 @@ import torch
 
 from ..config import GenerationConfig, ModelConfig
 from ..errors import ConfigError, InvalidInputError
+from .constraints import QuoteConstraint
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,10 @@ class LanguageModel(Protocol):
         """Whether the tokenizer has a chat template."""
 
 
+#: alternatives kept per generated token (the OpenAI API's ``top_logprobs`` goes up to 20)
+TOP_ALTERNATIVES = 20
+
+
 @dataclass
 class GenerationSignals:
     """What one generation pass yields for one prompt.
@@ -66,12 +71,16 @@ class GenerationSignals:
         prompt_hidden_mean: ``(hidden,)`` float32, the same layer mean-pooled over the prompt's tokens.
         query_hidden: ``(hidden,)`` float32, the same layer mean-pooled over the tokens of the user's
             (last) message only, without the chat template around it: what the query is about.
-        finish_reason: ``"eos"``, ``"stop"`` (a stop string) or ``"length"`` (max_new_tokens reached).
+        finish_reason: ``"eos"``, ``"stop"`` (a stop string), ``"length"`` (max_new_tokens reached) or
+            ``"cancelled"`` (stopped early inside :func:`cancellable`).
         prompt_tokens: prompt length in tokens after templating (and truncation).
         truncated: the prompt was cut from the left to fit the context.
         citations: the passages an expert that reads its documents answered from (source, lines, score,
             text, cite), best first; ``None`` for everything else.
         supported: whether those passages back the answer's words (``None`` without citations).
+        top_ids: ``(n, TOP_ALTERNATIVES)`` int64, the most likely tokens at each step under the raw model,
+            best first (``None`` when the answer was not generated token by token, as a mixture's).
+        top_logprobs: ``(n, TOP_ALTERNATIVES)`` float32, their log-probabilities.
     """
 
     prompt: Prompt
@@ -87,6 +96,8 @@ class GenerationSignals:
     query_hidden: torch.Tensor | None = None
     citations: list[dict[str, Any]] | None = None
     supported: bool | None = None
+    top_ids: torch.Tensor | None = None
+    top_logprobs: torch.Tensor | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -343,6 +354,7 @@ def generate_with_signals(
     generate_fn: Any = None,
     logits_processor: Any = None,
     streamer: Any = None,
+    quotes: list[list[str]] | None = None,
     **overrides: Any,
 ) -> list[GenerationSignals]:
     """See :meth:`BaseModel.generate_with_signals`.
@@ -351,6 +363,8 @@ def generate_with_signals(
     ``generate`` with ``adapter_names=`` for a mixed batch; it gets the same keyword arguments),
     ``logits_processor`` is a list of extra ``transformers`` logits processors, and ``streamer`` a
     ``transformers`` streamer (one batch only). The signals are read from the raw logits either way.
+    ``quotes`` gives each prompt the texts its answer may only quote (a
+    :class:`~adaptive_moe.model.constraints.QuoteConstraint`; an empty list leaves that prompt free).
     """
     generation = generation or GenerationConfig()
     if overrides:
@@ -360,10 +374,16 @@ def generate_with_signals(
     items = normalize_prompts(prompts)
     if streamer is not None and len(items) > generation.batch_size:
         raise InvalidInputError("streaming generates one batch; give at most generation.batch_size prompts")
+    if quotes is not None and len(quotes) != len(items):
+        raise InvalidInputError(f"quotes: one list of texts per prompt ({len(items)}), got {len(quotes)}")
     out: list[GenerationSignals] = []
     for start in range(0, len(items), generation.batch_size):
         chunk = items[start : start + generation.batch_size]
-        out.extend(_generate_batch(base, chunk, generation, generate_fn, logits_processor, streamer))
+        processors = list(logits_processor or [])
+        if quotes is not None:
+            eos = build_generate_kwargs(base, generation)["eos_token_id"]
+            processors.append(QuoteConstraint(base.tokenizer, quotes[start : start + len(chunk)], eos))
+        out.extend(_generate_batch(base, chunk, generation, generate_fn, processors or None, streamer))
     return out
 
 
@@ -380,6 +400,33 @@ def streaming(streamer: Any):
         yield streamer
     finally:
         _STREAMER.reset(token)
+
+
+_CANCELLED: contextvars.ContextVar[Any] = contextvars.ContextVar("adaptive_moe_cancelled", default=None)
+
+
+@contextlib.contextmanager
+def cancellable(cancelled: Any):
+    """Within the block, generation in this thread (or context) stops at the next token once
+    ``cancelled()`` returns true: its answers end there with ``finish_reason`` ``"cancelled"``. The
+    server uses it to stop a batch whose clients have all gone away."""
+    token = _CANCELLED.set(cancelled)
+    try:
+        yield cancelled
+    finally:
+        _CANCELLED.reset(token)
+
+
+class _StopWhenCancelled:
+    """A ``transformers`` stopping criterion: every row is done once ``cancelled()`` is true."""
+
+    def __init__(self, cancelled: Any) -> None:
+        self.cancelled = cancelled
+        self.fired = False
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        self.fired = self.fired or bool(self.cancelled())
+        return torch.full((input_ids.shape[0],), self.fired, dtype=torch.bool, device=input_ids.device)
 
 
 @torch.inference_mode()
@@ -401,6 +448,12 @@ def _generate_batch(
     streamer = streamer if streamer is not None else _STREAMER.get()
     if streamer is not None:
         kwargs["streamer"] = streamer
+    stop_check = None
+    if _CANCELLED.get() is not None:
+        from transformers import StoppingCriteriaList
+
+        stop_check = _StopWhenCancelled(_CANCELLED.get())
+        kwargs["stopping_criteria"] = StoppingCriteriaList([stop_check])
     run = generate_fn or base.model.generate
     with capture_prompt_states(base.model) as captured, _seeded(generation.seed, base.device):
         result = run(**batch, **kwargs, return_dict_in_generate=True, output_logits=True)
@@ -429,10 +482,14 @@ def _generate_batch(
         if generation.stop:
             ids, text, stopped = _cut_at_stop(base.tokenizer, ids, text, generation.stop)
             n, reason = len(ids), "stop" if stopped else reason
+        if stop_check is not None and stop_check.fired and reason == "length" and n < generation.max_new_tokens:
+            reason = "cancelled"
+        top = None
         if logits is not None and n:
             logp = torch.log_softmax(logits[:n, row, :].float(), dim=-1)  # (n, V)
             chosen = logp.gather(-1, torch.tensor(ids, device=logp.device).unsqueeze(-1)).squeeze(-1)
             entropy = -(logp.exp() * logp).sum(-1)
+            top = torch.topk(logp, min(TOP_ALTERNATIVES, logp.shape[-1]), dim=-1)
         else:
             chosen = entropy = torch.zeros(0)
         signals.append(
@@ -448,6 +505,8 @@ def _generate_batch(
                 prompt_tokens=int(batch["attention_mask"][row].sum()),
                 truncated=truncated[row],
                 query_hidden=hidden_query[row],
+                top_ids=None if top is None else top.indices.cpu(),
+                top_logprobs=None if top is None else top.values.float().cpu(),
             )
         )
     return signals

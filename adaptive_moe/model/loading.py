@@ -109,6 +109,7 @@ class BaseModel:
         generate_fn: Any = None,
         logits_processor: Any = None,
         streamer: Any = None,
+        quotes: list[list[str]] | None = None,
         **overrides: Any,
     ) -> list[GenerationSignals]:
         """Generate for a batch of prompts in ONE ``generate`` pass each batch, returning per prompt the
@@ -117,12 +118,12 @@ class BaseModel:
         ``prompts``: a string, a chat conversation (list of ``{"role", "content"}`` dicts), or a list of
         either. ``generation`` defaults to :class:`GenerationConfig`; keyword overrides change single
         fields (``max_new_tokens=24``). Always returns a list, one entry per prompt.
-        ``generate_fn``, ``logits_processor`` and ``streamer`` are for integrators (see
+        ``generate_fn``, ``logits_processor``, ``streamer`` and ``quotes`` are for integrators (see
         :func:`~adaptive_moe.model.generation.generate_with_signals`).
         """
         with self.lock:
             return generate_with_signals(self, prompts, generation, generate_fn=generate_fn,
-                                         logits_processor=logits_processor, streamer=streamer,
+                                         logits_processor=logits_processor, streamer=streamer, quotes=quotes,
                                          **overrides)  # fmt: skip
 
     def prompt_states(

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..config import ServeConfig
 from ..errors import AdaptiveMoEError, InvalidInputError, UnknownNameError, missing_dependency
+from ..integration.attribution import alternative_pieces
 from .batcher import Batcher, Job, QueueFullError
 
 logger = logging.getLogger(__name__)
@@ -120,11 +121,10 @@ def generation_settings(body: dict, *, chat: bool) -> tuple[dict[str, Any], dict
     else:
         top = _number(body, "logprobs", 0, 5, integer=True)
         logprobs = top is not None
-    if top:
-        raise _bad("'top_logprobs' above 0 is not supported: the library records the chosen token's log-prob only",
-                   "top_logprobs" if chat else "logprobs", "unsupported_parameter")  # fmt: skip
+    if chat and top and not logprobs:
+        raise _bad("'top_logprobs' needs 'logprobs': true", "top_logprobs")
     return settings, {"stream": stream, "include_usage": bool((options or {}).get("include_usage")),
-                      "logprobs": bool(logprobs)}  # fmt: skip
+                      "logprobs": bool(logprobs), "top_logprobs": int(top or 0)}  # fmt: skip
 
 
 def chat_prompt(body: dict) -> list[dict[str, str]]:
@@ -185,25 +185,56 @@ def _usage(out: Any, prompt_tokens: int, tokenizer: Any) -> dict[str, int]:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
 
 
-def _token_logprobs(out: Any) -> list[tuple[str, float]]:
-    """Each generated token's text and log-probability (empty when the text was not generated token by
-    token, as an abstention's)."""
+def _token_logprobs(out: Any, tokenizer: Any = None, top: int = 0) -> list[tuple[str, float, list]]:
+    """Each generated token's text, log-probability and its ``top`` likeliest alternatives (text, log-prob)
+    at that step (empty when the text was not generated token by token, as an abstention's; no
+    alternatives when the answer did not keep them, as a mixture's)."""
     pieces = [t.token for t in out.attribution.tokens]
-    lps = [] if out.signals is None else [float(x) for x in out.signals.token_logprobs]
-    return list(zip(pieces, lps, strict=True)) if len(lps) == len(pieces) else []
+    signals = out.signals
+    lps = [] if signals is None else [float(x) for x in signals.token_logprobs]
+    if len(lps) != len(pieces):
+        return []
+    alts: list[list] = [[] for _ in pieces]
+    ids, values = getattr(signals, "top_ids", None), getattr(signals, "top_logprobs", None)
+    if top and tokenizer is not None and ids is not None and values is not None and len(ids) == len(pieces):
+        texts = alternative_pieces(tokenizer, signals.token_ids, ids[:, :top].tolist())
+        alts = [list(zip(row, row_lps[:top].tolist(), strict=True)) for row, row_lps in zip(texts, values, strict=True)]
+    return list(zip(pieces, lps, alts, strict=True))
 
 
-def stream_pieces(out: Any, tokenizer: Any) -> list[tuple[str, list[tuple[str, float]]]]:
+def _chat_logprobs(entries: list[tuple[str, float, list]]) -> dict[str, Any]:
+    """The ``logprobs`` object of a chat choice or chunk."""
+
+    def item(t: str, lp: float) -> dict[str, Any]:
+        return {"token": t, "logprob": lp, "bytes": list(t.encode())}
+
+    return {"content": [{**item(t, lp), "top_logprobs": [item(a, alp) for a, alp in alts]} for t, lp, alts in entries]}
+
+
+def _completion_logprobs(entries: list[tuple[str, float, list]], start: int = 0) -> dict[str, Any]:
+    """The ``logprobs`` object of a completion choice or chunk (offsets from ``start``)."""
+    offsets, pos = [], start
+    for t, _, _ in entries:
+        offsets.append(pos)
+        pos += len(t)
+    tops = None
+    if any(alts for _, _, alts in entries):  # one entry per text: the likeliest token that reads so
+        tops = [{t: lp for t, lp in reversed(alts)} for _, _, alts in entries]
+    return {"tokens": [t for t, _, _ in entries], "token_logprobs": [lp for _, lp, _ in entries],
+            "top_logprobs": tops, "text_offset": offsets}  # fmt: skip
+
+
+def stream_pieces(out: Any, tokenizer: Any, top: int = 0) -> list[tuple[str, list[tuple[str, float, list]]]]:
     """The answer cut into the chunks a stream sends, each with the tokens (and log-probs) it holds: one
     chunk per token, except that a token ending inside a multi-byte character waits for the next one
     (incremental decoding, as transformers' streamers do). The chunks always join into ``out.text``;
     when they would not (a text no generation produced token by token), the text is one chunk."""
     tokens = out.attribution.tokens
-    entries = _token_logprobs(out)
+    entries = _token_logprobs(out, tokenizer, top)
     if not tokens:
         return [(out.text, [])] if out.text else []
     ids = [t.token_id for t in tokens]
-    pieces: list[tuple[str, list[tuple[str, float]]]] = []
+    pieces: list[tuple[str, list[tuple[str, float, list]]]] = []
     prev, pending = "", []
     for i in range(len(ids)):
         if entries:
@@ -222,35 +253,29 @@ def _finish(out: Any) -> str:
     return _FINISH.get(getattr(out.signals, "finish_reason", "eos"), "stop")
 
 
-def chat_response(out: Any, request_id: str, model: str, logprobs: bool, usage: dict[str, int]) -> dict[str, Any]:
+def chat_response(out: Any, request_id: str, model: str, logprobs: bool, usage: dict[str, int], *,
+                  tokenizer: Any = None, top: int = 0) -> dict[str, Any]:  # fmt: skip
     """A ``chat.completion`` object."""
     choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": out.text},
                               "finish_reason": _finish(out), "logprobs": None}  # fmt: skip
     if logprobs:
-        choice["logprobs"] = {"content": [{"token": t, "logprob": lp, "bytes": list(t.encode()), "top_logprobs": []}
-                                          for t, lp in _token_logprobs(out)]}  # fmt: skip
+        choice["logprobs"] = _chat_logprobs(_token_logprobs(out, tokenizer, top))
     return {"id": f"chatcmpl-{request_id}", "object": "chat.completion", "created": int(time.time()), "model": model,
             "choices": [choice], "usage": usage, "adaptive_moe": adaptive_fields(out)}  # fmt: skip
 
 
-def completion_response(out: Any, request_id: str, model: str, logprobs: bool,
-                        usage: dict[str, int]) -> dict[str, Any]:  # fmt: skip
+def completion_response(out: Any, request_id: str, model: str, logprobs: bool, usage: dict[str, int], *,
+                        tokenizer: Any = None, top: int = 0) -> dict[str, Any]:  # fmt: skip
     """A ``text_completion`` object."""
     choice: dict[str, Any] = {"index": 0, "text": out.text, "finish_reason": _finish(out), "logprobs": None}
     if logprobs:
-        pairs = _token_logprobs(out)
-        offsets, pos = [], 0
-        for t, _ in pairs:
-            offsets.append(pos)
-            pos += len(t)
-        choice["logprobs"] = {"tokens": [t for t, _ in pairs], "token_logprobs": [lp for _, lp in pairs],
-                              "top_logprobs": None, "text_offset": offsets}  # fmt: skip
+        choice["logprobs"] = _completion_logprobs(_token_logprobs(out, tokenizer, top))
     return {"id": f"cmpl-{request_id}", "object": "text_completion", "created": int(time.time()), "model": model,
             "choices": [choice], "usage": usage, "adaptive_moe": adaptive_fields(out)}  # fmt: skip
 
 
 def stream_events(out: Any, request_id: str, model: str, *, chat: bool, logprobs: bool,
-                  usage: dict[str, int] | None, pieces: list[tuple[str, list[tuple[str, float]]]]):  # fmt: skip
+                  usage: dict[str, int] | None, pieces: list[tuple[str, list[tuple[str, float, list]]]]):  # fmt: skip
     """The server-sent events of a streamed answer: the route first, then ``pieces`` (see
     :func:`stream_pieces`), the finish reason, the usage (when asked), ``[DONE]``."""
     created = int(time.time())
@@ -266,13 +291,12 @@ def stream_events(out: Any, request_id: str, model: str, *, chat: bool, logprobs
         return f"data: {json.dumps(body)}\n\n"
 
     yield chunk({"role": "assistant", "content": ""} if chat else "", adaptive_moe=adaptive_fields(out))
+    offset = 0
     for piece, held in pieces:
         lps = None
         if logprobs:
-            lps = ({"content": [{"token": t, "logprob": lp, "bytes": list(t.encode()), "top_logprobs": []}
-                                for t, lp in held]}
-                   if chat else {"tokens": [t for t, _ in held], "token_logprobs": [lp for _, lp in held],
-                                 "top_logprobs": None})  # fmt: skip
+            lps = _chat_logprobs(held) if chat else _completion_logprobs(held, offset)
+        offset += len(piece)
         yield chunk({"content": piece} if chat else piece, lp=lps)
     yield chunk({} if chat else "", finish=_finish(out))
     if usage is not None:
@@ -344,28 +368,49 @@ def create_app(moe: Any, config: ServeConfig | None = None, *, api_key: str | No
         headers = {**e.headers, **({REQUEST_ID: request_id} if request_id else {})}
         return JSONResponse(e.body(), status_code=e.status, headers=headers)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        request_id = (request.headers.get(REQUEST_ID) or "").strip()[:128] or uuid.uuid4().hex
-        request.state.request_id = request_id
-        if request.url.path.startswith("/v1/"):
-            if key is not None:
-                given = request.headers.get("authorization", "")
-                token = given[7:].strip() if given[:7].lower() == "bearer " else ""
-                if not hmac.compare_digest(token.encode(), key.encode()):
-                    return error_response(APIError(401, "missing or wrong API key: send 'Authorization: Bearer "
-                                                        "<key>'", type_="authentication_error",
-                                                   code="invalid_api_key"), request_id)  # fmt: skip
-            length = request.headers.get("content-length")
-            if length is not None and (not length.isdigit() or int(length) > config.max_body_bytes):
-                return error_response(APIError(413, f"request body over {config.max_body_bytes} bytes",
-                                               code="request_too_large"), request_id)  # fmt: skip
-        try:
-            response = await call_next(request)
-        except APIError as e:
-            return error_response(e, request_id)
-        response.headers[REQUEST_ID] = request_id
-        return response
+    def refusal(headers: dict[str, str], path: str, request_id: str) -> JSONResponse | None:
+        """The 401 or 413 a ``/v1/`` request gets before it is read, else ``None``."""
+        if not path.startswith("/v1/"):
+            return None
+        if key is not None:
+            given = headers.get("authorization", "")
+            token = given[7:].strip() if given[:7].lower() == "bearer " else ""
+            if not hmac.compare_digest(token.encode(), key.encode()):
+                return error_response(APIError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                                               type_="authentication_error", code="invalid_api_key"),
+                                      request_id)  # fmt: skip
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > config.max_body_bytes):
+            return error_response(APIError(413, f"request body over {config.max_body_bytes} bytes",
+                                           code="request_too_large"), request_id)  # fmt: skip
+        return None
+
+    def guard(app):  # Starlette builds middleware as ``cls(app=next_app)``
+        """Pure ASGI middleware (Starlette's ``BaseHTTPMiddleware`` hides a client's disconnect from the
+        route): names the request (``X-Request-Id``, on the response too), checks the key and body size."""
+
+        async def app_(scope, receive, send):
+            if scope["type"] != "http":
+                return await inner(scope, receive, send)
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+            request_id = (headers.get(REQUEST_ID.lower()) or "").strip()[:128] or uuid.uuid4().hex
+            scope.setdefault("state", {})["request_id"] = request_id
+            refused = refusal(headers, scope.get("path", ""), request_id)
+            if refused is not None:
+                return await refused(scope, receive, send)
+
+            async def send_named(message):
+                if message["type"] == "http.response.start":
+                    named = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                    message = {**message, "headers": [*named, (b"x-request-id", request_id.encode("latin-1"))]}
+                await send(message)
+
+            return await inner(scope, receive, send_named)
+
+        inner = app
+        return app_
+
+    app.add_middleware(guard)
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, e: APIError):
@@ -493,11 +538,12 @@ def create_app(moe: Any, config: ServeConfig | None = None, *, api_key: str | No
         if options["stream"]:
             events = stream_events(out, request_id, model, chat=chat, logprobs=options["logprobs"],
                                    usage=usage if options["include_usage"] else None,
-                                   pieces=stream_pieces(out, moe.base.tokenizer))  # fmt: skip
+                                   pieces=stream_pieces(out, moe.base.tokenizer, options["top_logprobs"]))  # fmt: skip
             return StreamingResponse(events, media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", REQUEST_ID: request_id})  # fmt: skip
         make = chat_response if chat else completion_response
-        return JSONResponse(make(out, request_id, model, options["logprobs"], usage))
+        return JSONResponse(make(out, request_id, model, options["logprobs"], usage, tokenizer=moe.base.tokenizer,
+                                 top=options["top_logprobs"]))  # fmt: skip
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):

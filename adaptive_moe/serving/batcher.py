@@ -6,7 +6,7 @@ generation settings and forced experts (a batch shares both), and answers each g
 :meth:`AdaptiveMoE.generate` call: one base pass for the whole group, then one pass per expert the
 router chose (requests bound for different experts share the batch). A full queue refuses at once
 (the server answers 503 with ``Retry-After``); a request whose client went away before its batch
-started is dropped.
+started is dropped, and a batch whose clients have all gone away stops generating at the next token.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import logging
 import queue
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import AdaptiveMoEError
+from ..model.generation import cancellable
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ class Batcher:
                     try:
                         job.checked = job.check()
                     except BaseException as e:  # noqa: BLE001 - the request's handler answers it
-                        job.future.set_exception(e)
+                        _settle(job, error=e)
                         continue
                 groups.setdefault(job.key, []).append(job)
             self._busy.set()
@@ -132,15 +133,31 @@ class Batcher:
 
     def _answer(self, jobs: list[Job]) -> None:
         started = time.perf_counter()
+        gone = lambda: all(j.cancelled.is_set() for j in jobs)  # noqa: E731 - every client of the batch left
         try:
-            outputs = self.moe.generate([j.prompt for j in jobs], experts=list(jobs[0].experts or []) or None,
-                                        request_ids=[j.request_id for j in jobs], **jobs[0].settings)  # fmt: skip
+            with cancellable(gone):
+                outputs = self.moe.generate([j.prompt for j in jobs], experts=list(jobs[0].experts or []) or None,
+                                            request_ids=[j.request_id for j in jobs], **jobs[0].settings)  # fmt: skip
         except BaseException as e:  # noqa: BLE001 - handed to each request's handler, which answers it
             logger.warning("a batch of %d requests failed: %s", len(jobs), e)
             for j in jobs:
-                j.future.set_exception(e)
+                _settle(j, error=e)
             return
         if self.on_batch is not None:
             self.on_batch(len(jobs), time.perf_counter() - started)
         for j, out in zip(jobs, outputs, strict=True):
-            j.future.set_result(out)
+            _settle(j, result=out)
+
+
+def _settle(job: Job, result: Any = None, error: BaseException | None = None) -> None:
+    """Hand ``job`` its answer or error; one whose client left (its future cancelled, maybe just now by the
+    server's event loop) is cancelled instead, never an error in the worker."""
+    try:
+        if job.cancelled.is_set():
+            job.future.cancel()
+        elif error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(result)
+    except InvalidStateError:
+        pass  # cancelled by the handler between the check and the hand-over

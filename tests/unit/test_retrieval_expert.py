@@ -17,6 +17,7 @@ from adaptive_moe.errors import CorruptExpertError
 from adaptive_moe.experts import ExpertPool, ExpertRegistry, PassageIndex, RetrievalExpert
 from adaptive_moe.experts.retrieval import INDEX_FILE, context_prompt, supported_by, with_context
 from adaptive_moe.model import encoders
+from adaptive_moe.model.constraints import normalise_quote
 from adaptive_moe.testing import make_random_adapter
 
 DOC = """# Widget W-3 manual
@@ -107,6 +108,26 @@ def test_registered_retrieval_expert_answers_with_citations(base, tmp_path):
     pool.clear()
 
 
+def test_a_quoting_expert_answers_only_with_words_of_its_passages(base, tmp_path):
+    src = make_random_adapter(base.model, tmp_path / "src", seed=3)
+    _index().save(src)
+    registry = ExpertRegistry(tmp_path / "reg")
+    registry.import_adapter(src, "free", domain="the W-3", base=base, kind="retrieval", extra={"retrieval": {}})
+    registry.import_adapter(src, "quoting", domain="the W-3", base=base, kind="retrieval",
+                            extra={"retrieval": {"top_k": 2, "quote": True}})  # fmt: skip
+    pool = ExpertPool(base, registry, capacity=2)
+    questions = ["What is its weight in g?", "Who makes the W-3?", "How is the filter cleaned?"]
+    with pool.acquire(["free", "quoting"]) as [free, quoting]:
+        assert quoting.quote and not free.quote
+        loose = free.generate(questions, max_new_tokens=6)
+        quoted = quoting.generate(questions, max_new_tokens=6)
+    assert not all(s.supported for s in loose)  # the random model invents words
+    for s in quoted:  # a quote of what it read (the passages as shown, with the document's title)
+        shown = [normalise_quote(p.text) for p, _ in quoting.retrieve([s.prompt])[0]]
+        assert s.text == "" or any(normalise_quote(s.text).rstrip(" .,;:!?") in p for p in shown)
+    pool.clear()
+
+
 def test_the_facade_puts_citations_in_the_attribution(base, tmp_path):
     src = make_random_adapter(base.model, tmp_path / "src", seed=4)
     _index().save(src)
@@ -171,6 +192,7 @@ def test_create_expert_with_the_retrieval_method(base, tmp_path):
             "top_k": 2,
             "passages": result.data["passages"],
             "reader": "document",
+            "quote": cfg.creation.retrieval_quote,
         }
         assert (moe.experts.path_of("guild") / INDEX_FILE).is_file()
         out = moe.generate("Who founded the Tidewater Guild?", experts=["guild"])

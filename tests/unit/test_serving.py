@@ -91,14 +91,24 @@ def test_an_expert_by_name_is_forced_and_logprobs_come_per_token(served):
     _, server = served
     client = _client(server)
     assert [m.id for m in client.models.list()] == ["adaptive-moe", "alpha"]
-    r = client.chat.completions.create(model="alpha", messages=[{"role": "user", "content": QUESTION}], logprobs=True)
+    r = client.chat.completions.create(model="alpha", messages=[{"role": "user", "content": QUESTION}], logprobs=True,
+                                       top_logprobs=3)  # fmt: skip
     extra = r.model_extra["adaptive_moe"]
     assert extra["route"] == "expert" and extra["experts"] == [{"name": "alpha", "weight": 1.0}]
-    assert len(r.choices[0].logprobs.content) == r.usage.completion_tokens
-    assert all(t.logprob <= 0 for t in r.choices[0].logprobs.content)
-    c = client.completions.create(model="adaptive-moe", prompt=QUESTION, max_tokens=4, logprobs=0)
+    content = r.choices[0].logprobs.content
+    assert len(content) == r.usage.completion_tokens
+    assert all(t.logprob <= 0 for t in content)
+    for t in content:  # greedy: the chosen token is the likeliest, and the alternatives come best first
+        alts = [a.logprob for a in t.top_logprobs]
+        assert len(alts) == 3 and alts == sorted(alts, reverse=True)
+        assert t.logprob == pytest.approx(alts[0], abs=1e-5) and t.token == t.top_logprobs[0].token
+    c = client.completions.create(model="adaptive-moe", prompt=QUESTION, max_tokens=4, logprobs=2)
     assert c.object == "text_completion" and c.usage.completion_tokens <= 4
-    assert len(c.choices[0].logprobs.tokens) == c.usage.completion_tokens
+    lp = c.choices[0].logprobs
+    assert len(lp.tokens) == c.usage.completion_tokens and len(lp.top_logprobs) == len(lp.tokens)
+    assert all(len(top) <= 2 and max(top.values()) >= chosen - 1e-5 for top, chosen in
+               zip(lp.top_logprobs, lp.token_logprobs, strict=True))  # fmt: skip
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))]
 
 
 def test_requests_that_arrive_together_share_a_batch_and_answer_as_alone(served):
@@ -142,6 +152,8 @@ def test_bad_requests_get_the_openai_error_shape_never_a_500(served):
     _error(post(json={**ok, "max_tokens": -1}), 400, "max_tokens")
     _error(post(json={**ok, "temperature": "hot"}), 400, "temperature")
     _error(post(json={**ok, "n": 2}), 400, "n", "unsupported_parameter")
+    _error(post(json={**ok, "top_logprobs": 2}), 400, "top_logprobs")  # without logprobs: true
+    _error(post(json={**ok, "logprobs": True, "top_logprobs": 21}), 400, "top_logprobs")
     _error(post(json={**ok, "tools": [{"type": "function"}]}), 400, "tools", "unsupported_parameter")
     _error(post(json={**ok, "model": "nope"}), 404, "model", "model_not_found")
     _error(post(json={**ok, "messages": [{"role": "user", "content": "word " * 1000}]}), 413, code="request_too_large")
@@ -199,6 +211,32 @@ def test_a_full_queue_answers_503_with_retry_after(tmp_path, tiny_llama_dir, tin
         pool.shutdown(wait=True)
         answered = [f.result() for f in futures]
         assert sorted(r.status_code for r in answered) == [200, 200, 503, 503]
+    finally:
+        server.stop()
+        moe.close()
+
+
+def test_a_client_that_leaves_stops_its_generation(tmp_path, tiny_llama_dir, tiny_base):
+    moe = _moe(tmp_path, tiny_llama_dir, tiny_base, **{"serve.batch_window_ms": 0.0})
+    answered = []
+    generate = moe.generate
+    moe.generate = lambda *a, **kw: answered.extend(generate(*a, **kw)) or answered  # the worker's call, watched
+    app = create_app(moe, api_key="")
+    server = Server(app)
+    body = {"model": "adaptive-moe", "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 200}
+    try:
+        with moe.base.lock:  # the worker takes the request and waits for the model while the client gives up
+            with pytest.raises(httpx.TimeoutException):
+                httpx.post(server.url + "/v1/chat/completions", json=body, timeout=1.0)
+            deadline = time.time() + 20
+            while "client_closed" not in httpx.get(server.url + "/metrics").text and time.time() < deadline:
+                time.sleep(0.1)
+            assert app.state.batcher.busy
+        while not answered and time.time() < deadline:
+            time.sleep(0.05)
+        [out] = answered
+        assert out.signals.finish_reason == "cancelled" and len(out.signals.token_ids) < 5  # not 200 tokens
+        assert httpx.get(server.url + "/health").json()["status"] == "ok"
     finally:
         server.stop()
         moe.close()
