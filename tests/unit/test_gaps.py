@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+import sqlalchemy
 
 from adaptive_moe.config import AdaptiveMoEConfig, GapsConfig
 from adaptive_moe.errors import AdaptiveMoEError, InvalidInputError
@@ -92,7 +93,7 @@ def test_records_survive_reopening_with_every_field(tmp_path):
                           reason="base confidence 0.12 < 0.50; best expert people (0.25)", embedding=emb)  # fmt: skip
         b = ledger.record("What is a qubit?")
         assert ledger.journal_mode == "wal"
-        assert ledger._db().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert ledger.pragma("synchronous") == 2  # FULL
     assert ledger.closed and path.exists()
     with GapLedger(path) as again:
         first, second = again.entries()
@@ -106,8 +107,8 @@ def test_records_survive_reopening_with_every_field(tmp_path):
         assert d["created"].endswith("+00:00") and d["created_ts"] == first.created and d["embedding_dim"] == DIM
         assert "embedding" not in d and len(first.to_dict(include_embedding=True)["embedding"]) == DIM
         json.dumps(d)
-        tables = {r[0] for r in again._db().execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert {"schema_version", "gaps"} <= tables
+        assert {"schema_version", "gaps"} <= set(sqlalchemy.inspect(again.engine).get_table_names())
+        assert again.backend == "sqlite" and again.where == str(path)
 
 
 def test_sigkill_right_after_record_keeps_the_record_and_the_file_openable(tmp_path):
@@ -126,7 +127,7 @@ def test_sigkill_right_after_record_keeps_the_record_and_the_file_openable(tmp_p
         got = ledger.entries()
         assert [e.query for e in got] == [f"question {i}" for i in range(5)]
         assert got[-1].embedding.tolist() == [4.0] * 4
-        assert ledger._db().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert ledger.pragma("integrity_check") == "ok"
         ledger.record("after the crash")
         assert len(ledger) == 6
 
