@@ -43,8 +43,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .serving import serve
 
     cfg = _load_config(args.config)
-    changes = {f"serve.{k}": v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    flags = (("host", args.host), ("port", args.port), ("engine", args.engine), ("replicas", args.replicas),
+             ("ray_address", args.address))  # fmt: skip
+    changes = {f"serve.{k}": v for k, v in flags if v is not None}
     cfg = cfg.replace(**changes) if changes else cfg
+    if cfg.serve.engine == "ray":
+        from .serving.ray_serve import serve_ray
+
+        serve_ray(cfg)
+        return 0
     with AdaptiveMoE(cfg) as moe:
         serve(moe, cfg.serve)
     return 0
@@ -256,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serve the OpenAI-compatible HTTP API (API key from $ADAPTIVE_MOE_API_KEY)")  # fmt: skip
     p.add_argument("--host", help="address to bind (default: serve.host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="TCP port (default: serve.port, 8000)")
+    p.add_argument("--engine", choices=("local", "ray"), help="one process (default) or Ray Serve replicas")
+    p.add_argument("--replicas", type=int, help="model replicas with --engine ray (default: serve.replicas, 2)")
+    p.add_argument("--address", help="a Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("generate", parents=[common], help="answer prompts, routed between the base and experts")

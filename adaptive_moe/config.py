@@ -475,6 +475,18 @@ class ServeConfig(_Section):
     graceful_shutdown_s: float = _f(
         60.0, help="on SIGTERM/SIGINT, how long requests in flight may take to finish", ge=0
     )
+    engine: str = _f(
+        "local",
+        help="'local' (one process) or 'ray' (Ray Serve: an ingress and replicas of the model)",
+        choices=("local", "ray"),
+    )
+    replicas: int = _f(2, help="model replicas with engine 'ray'", ge=1)
+    replica_cpus: float = _f(
+        0.0, help="CPUs each Ray replica reserves (0: share 1.8 CPUs among the replicas, so a 2-CPU Ray fits)", ge=0
+    )
+    ray_address: str = _f(
+        "", help="a Ray cluster to join (also RAY_ADDRESS); empty: start a local Ray on 127.0.0.1 and stop it on exit"
+    )
 
 
 @dataclass

@@ -24,36 +24,19 @@ import uuid
 from typing import Any
 
 from ..config import ServeConfig
-from ..errors import AdaptiveMoEError, InvalidInputError, UnknownNameError, missing_dependency
-from ..integration.attribution import alternative_pieces
-from .batcher import Batcher, Job, QueueFullError
+from ..errors import missing_dependency
+from .backend import Call, LocalBackend
+from .responses import APIError, bad_request
 
 logger = logging.getLogger(__name__)
 
 API_KEY_ENV = "ADAPTIVE_MOE_API_KEY"
 REQUEST_ID = "X-Request-Id"
+REPLICA = "X-Adaptive-MoE-Replica"  # which Ray Serve replica answered
 _ROLES = ("system", "user", "assistant")
 #: parameters of the OpenAI API this server does not implement: named in a 400
 _UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "logit_bias", "echo", "suffix", "best_of",
                 "audio", "modalities", "prediction", "parallel_tool_calls")  # fmt: skip
-
-
-class APIError(Exception):
-    """An error answered in the OpenAI shape."""
-
-    def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: dict[str, str] | None = None) -> None:  # fmt: skip
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
-        self.headers = headers or {}
-
-    def body(self) -> dict[str, Any]:
-        """``{"error": {"message", "type", "param", "code"}}``."""
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-
-def _bad(message: str, param: str | None = None, code: str | None = None) -> APIError:
-    return APIError(400, message, param=param, code=code)
 
 
 # -- request validation --------------------------------------------------------------------------------
@@ -64,7 +47,7 @@ def _number(body: dict, key: str, lo: float, hi: float, *, integer: bool = False
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:
         what = "an integer" if integer else "a number"
-        raise _bad(f"'{key}' must be {what} between {lo:g} and {hi:g}, got {value!r}", key)
+        raise bad_request(f"'{key}' must be {what} between {lo:g} and {hi:g}, got {value!r}", key)
     return value
 
 
@@ -73,16 +56,16 @@ def generation_settings(body: dict, *, chat: bool) -> tuple[dict[str, Any], dict
     (``stream``, ``include_usage``, ``logprobs``); raises :class:`APIError` (400) naming a bad parameter."""
     for key in _UNSUPPORTED:
         if body.get(key) not in (None, [], {}):
-            raise _bad(f"'{key}' is not supported by this server", key, "unsupported_parameter")
+            raise bad_request(f"'{key}' is not supported by this server", key, "unsupported_parameter")
     n = _number(body, "n", 1, 1_000_000, integer=True)
     if n not in (None, 1):
-        raise _bad(f"'n' must be 1 (one answer per request), got {n}", "n", "unsupported_parameter")
+        raise bad_request(f"'n' must be 1 (one answer per request), got {n}", "n", "unsupported_parameter")
     for key in ("presence_penalty", "frequency_penalty"):
         if _number(body, key, -2, 2) not in (None, 0, 0.0):
-            raise _bad(f"'{key}' is not supported (only 0)", key, "unsupported_parameter")
+            raise bad_request(f"'{key}' is not supported (only 0)", key, "unsupported_parameter")
     fmt = body.get("response_format")
     if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
-        raise _bad("'response_format' other than {'type': 'text'} is not supported", "response_format",
+        raise bad_request("'response_format' other than {'type': 'text'} is not supported", "response_format",
                    "unsupported_parameter")  # fmt: skip
     settings: dict[str, Any] = {}
     limit_key = "max_completion_tokens" if chat and body.get("max_completion_tokens") is not None else "max_tokens"
@@ -104,25 +87,25 @@ def generation_settings(body: dict, *, chat: bool) -> tuple[dict[str, Any], dict
     if stop is not None:
         stops = [stop] if isinstance(stop, str) else stop
         if not isinstance(stops, list) or not 1 <= len(stops) <= 4 or not all(isinstance(s, str) and s for s in stops):
-            raise _bad("'stop' must be a non-empty string or a list of 1 to 4 of them", "stop")
+            raise bad_request("'stop' must be a non-empty string or a list of 1 to 4 of them", "stop")
         settings["stop"] = stops
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
-        raise _bad(f"'stream' must be true or false, got {stream!r}", "stream")
+        raise bad_request(f"'stream' must be true or false, got {stream!r}", "stream")
     options = body.get("stream_options")
     if options is not None and (not isinstance(options, dict) or not isinstance(options.get("include_usage", False),
                                                                                 bool)):  # fmt: skip
-        raise _bad("'stream_options' must be an object like {'include_usage': true}", "stream_options")
+        raise bad_request("'stream_options' must be an object like {'include_usage': true}", "stream_options")
     logprobs = body.get("logprobs", False if chat else None)
     if chat:
         if not isinstance(logprobs, bool):
-            raise _bad(f"'logprobs' must be true or false, got {logprobs!r}", "logprobs")
+            raise bad_request(f"'logprobs' must be true or false, got {logprobs!r}", "logprobs")
         top = _number(body, "top_logprobs", 0, 20, integer=True)
     else:
         top = _number(body, "logprobs", 0, 5, integer=True)
         logprobs = top is not None
     if chat and top and not logprobs:
-        raise _bad("'top_logprobs' needs 'logprobs': true", "top_logprobs")
+        raise bad_request("'top_logprobs' needs 'logprobs': true", "top_logprobs")
     return settings, {"stream": stream, "include_usage": bool((options or {}).get("include_usage")),
                       "logprobs": bool(logprobs), "top_logprobs": int(top or 0)}  # fmt: skip
 
@@ -131,22 +114,22 @@ def chat_prompt(body: dict) -> list[dict[str, str]]:
     """The request's messages, checked: a non-empty list of ``{role, content}`` with a user message."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise _bad("'messages' must be a non-empty list of {'role', 'content'} objects", "messages")
+        raise bad_request("'messages' must be a non-empty list of {'role', 'content'} objects", "messages")
     out = []
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in _ROLES:
-            raise _bad(f"messages[{i}]: 'role' must be one of {', '.join(_ROLES)}", f"messages[{i}].role")
+            raise bad_request(f"messages[{i}]: 'role' must be one of {', '.join(_ROLES)}", f"messages[{i}].role")
         content = m.get("content")
         if isinstance(content, list):  # content parts: text only
             if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
                        for p in content):  # fmt: skip
-                raise _bad(f"messages[{i}]: only text content parts are supported", f"messages[{i}].content")
+                raise bad_request(f"messages[{i}]: only text content parts are supported", f"messages[{i}].content")
             content = "".join(p["text"] for p in content)
         if not isinstance(content, str):
-            raise _bad(f"messages[{i}]: 'content' must be a string", f"messages[{i}].content")
+            raise bad_request(f"messages[{i}]: 'content' must be a string", f"messages[{i}].content")
         out.append({"role": m["role"], "content": content})
     if not any(m["role"] == "user" and m["content"].strip() for m in out):
-        raise _bad("'messages' needs a user message with some text", "messages")
+        raise bad_request("'messages' needs a user message with some text", "messages")
     return out
 
 
@@ -156,160 +139,17 @@ def completion_prompt(body: dict) -> str:
     if isinstance(prompt, list) and len(prompt) == 1:
         prompt = prompt[0]
     if isinstance(prompt, list):
-        raise _bad("'prompt' must be one string; send one request per prompt", "prompt", "unsupported_parameter")
+        raise bad_request("'prompt' must be one string; send one request per prompt", "prompt", "unsupported_parameter")
     if not isinstance(prompt, str) or not prompt.strip():
-        raise _bad("'prompt' must be a non-empty string", "prompt")
+        raise bad_request("'prompt' must be a non-empty string", "prompt")
     return prompt
-
-
-# -- responses -------------------------------------------------------------------------------------------
-_FINISH = {"eos": "stop", "stop": "stop", "length": "length"}
-
-
-def adaptive_fields(out: Any) -> dict[str, Any]:
-    """The ``adaptive_moe`` object of a response: route, confidences, experts, flag, reason, attribution."""
-    a = out.attribution
-    return {
-        "route": out.route, "confidence": out.confidence, "expert_confidence": out.expert_confidence,
-        "experts": [{"name": n, "weight": w} for n, w in out.experts], "flagged": out.flagged, "reason": out.reason,
-        "attribution": {"sources": a.sources, "strategy": a.strategy, "citations": [dict(c) for c in a.citations],
-                        "supported": a.supported},
-    }  # fmt: skip
-
-
-def _usage(out: Any, prompt_tokens: int, tokenizer: Any) -> dict[str, int]:
-    if out.attribution.tokens:
-        completion = len(out.attribution.tokens)
-    else:  # a text no generation chose token by token (an abstention): count it as the tokenizer would
-        completion = len(tokenizer(out.text, add_special_tokens=False)["input_ids"]) if out.text else 0
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
-
-
-def _token_logprobs(out: Any, tokenizer: Any = None, top: int = 0) -> list[tuple[str, float, list]]:
-    """Each generated token's text, log-probability and its ``top`` likeliest alternatives (text, log-prob)
-    at that step (empty when the text was not generated token by token, as an abstention's; no
-    alternatives when the answer did not keep them, as a mixture's)."""
-    pieces = [t.token for t in out.attribution.tokens]
-    signals = out.signals
-    lps = [] if signals is None else [float(x) for x in signals.token_logprobs]
-    if len(lps) != len(pieces):
-        return []
-    alts: list[list] = [[] for _ in pieces]
-    ids, values = getattr(signals, "top_ids", None), getattr(signals, "top_logprobs", None)
-    if top and tokenizer is not None and ids is not None and values is not None and len(ids) == len(pieces):
-        texts = alternative_pieces(tokenizer, signals.token_ids, ids[:, :top].tolist())
-        alts = [list(zip(row, row_lps[:top].tolist(), strict=True)) for row, row_lps in zip(texts, values, strict=True)]
-    return list(zip(pieces, lps, alts, strict=True))
-
-
-def _chat_logprobs(entries: list[tuple[str, float, list]]) -> dict[str, Any]:
-    """The ``logprobs`` object of a chat choice or chunk."""
-
-    def item(t: str, lp: float) -> dict[str, Any]:
-        return {"token": t, "logprob": lp, "bytes": list(t.encode())}
-
-    return {"content": [{**item(t, lp), "top_logprobs": [item(a, alp) for a, alp in alts]} for t, lp, alts in entries]}
-
-
-def _completion_logprobs(entries: list[tuple[str, float, list]], start: int = 0) -> dict[str, Any]:
-    """The ``logprobs`` object of a completion choice or chunk (offsets from ``start``)."""
-    offsets, pos = [], start
-    for t, _, _ in entries:
-        offsets.append(pos)
-        pos += len(t)
-    tops = None
-    if any(alts for _, _, alts in entries):  # one entry per text: the likeliest token that reads so
-        tops = [{t: lp for t, lp in reversed(alts)} for _, _, alts in entries]
-    return {"tokens": [t for t, _, _ in entries], "token_logprobs": [lp for _, lp, _ in entries],
-            "top_logprobs": tops, "text_offset": offsets}  # fmt: skip
-
-
-def stream_pieces(out: Any, tokenizer: Any, top: int = 0) -> list[tuple[str, list[tuple[str, float, list]]]]:
-    """The answer cut into the chunks a stream sends, each with the tokens (and log-probs) it holds: one
-    chunk per token, except that a token ending inside a multi-byte character waits for the next one
-    (incremental decoding, as transformers' streamers do). The chunks always join into ``out.text``;
-    when they would not (a text no generation produced token by token), the text is one chunk."""
-    tokens = out.attribution.tokens
-    entries = _token_logprobs(out, tokenizer, top)
-    if not tokens:
-        return [(out.text, [])] if out.text else []
-    ids = [t.token_id for t in tokens]
-    pieces: list[tuple[str, list[tuple[str, float, list]]]] = []
-    prev, pending = "", []
-    for i in range(len(ids)):
-        if entries:
-            pending.append(entries[i])
-        text = tokenizer.decode(ids[: i + 1], skip_special_tokens=True)
-        if text.endswith("\ufffd") and i < len(ids) - 1:
-            continue
-        pieces.append((text[len(prev) :] if text.startswith(prev) else text, pending))
-        prev, pending = text, []
-    if "".join(p for p, _ in pieces) != out.text:
-        return [(out.text, entries)]
-    return pieces
-
-
-def _finish(out: Any) -> str:
-    return _FINISH.get(getattr(out.signals, "finish_reason", "eos"), "stop")
-
-
-def chat_response(out: Any, request_id: str, model: str, logprobs: bool, usage: dict[str, int], *,
-                  tokenizer: Any = None, top: int = 0) -> dict[str, Any]:  # fmt: skip
-    """A ``chat.completion`` object."""
-    choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": out.text},
-                              "finish_reason": _finish(out), "logprobs": None}  # fmt: skip
-    if logprobs:
-        choice["logprobs"] = _chat_logprobs(_token_logprobs(out, tokenizer, top))
-    return {"id": f"chatcmpl-{request_id}", "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [choice], "usage": usage, "adaptive_moe": adaptive_fields(out)}  # fmt: skip
-
-
-def completion_response(out: Any, request_id: str, model: str, logprobs: bool, usage: dict[str, int], *,
-                        tokenizer: Any = None, top: int = 0) -> dict[str, Any]:  # fmt: skip
-    """A ``text_completion`` object."""
-    choice: dict[str, Any] = {"index": 0, "text": out.text, "finish_reason": _finish(out), "logprobs": None}
-    if logprobs:
-        choice["logprobs"] = _completion_logprobs(_token_logprobs(out, tokenizer, top))
-    return {"id": f"cmpl-{request_id}", "object": "text_completion", "created": int(time.time()), "model": model,
-            "choices": [choice], "usage": usage, "adaptive_moe": adaptive_fields(out)}  # fmt: skip
-
-
-def stream_events(out: Any, request_id: str, model: str, *, chat: bool, logprobs: bool,
-                  usage: dict[str, int] | None, pieces: list[tuple[str, list[tuple[str, float, list]]]]):  # fmt: skip
-    """The server-sent events of a streamed answer: the route first, then ``pieces`` (see
-    :func:`stream_pieces`), the finish reason, the usage (when asked), ``[DONE]``."""
-    created = int(time.time())
-    kind = "chat.completion.chunk" if chat else "text_completion"
-    ident = f"chatcmpl-{request_id}" if chat else f"cmpl-{request_id}"
-
-    def chunk(delta: Any, finish: str | None = None, lp: Any = None, **extra: Any) -> str:
-        if chat:
-            choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": lp}
-        else:
-            choice = {"index": 0, "text": delta, "finish_reason": finish, "logprobs": lp}
-        body = {"id": ident, "object": kind, "created": created, "model": model, "choices": [choice], **extra}
-        return f"data: {json.dumps(body)}\n\n"
-
-    yield chunk({"role": "assistant", "content": ""} if chat else "", adaptive_moe=adaptive_fields(out))
-    offset = 0
-    for piece, held in pieces:
-        lps = None
-        if logprobs:
-            lps = _chat_logprobs(held) if chat else _completion_logprobs(held, offset)
-        offset += len(piece)
-        yield chunk({"content": piece} if chat else piece, lp=lps)
-    yield chunk({} if chat else "", finish=_finish(out))
-    if usage is not None:
-        body = {"id": ident, "object": kind, "created": created, "model": model, "choices": [], "usage": usage}
-        yield f"data: {json.dumps(body)}\n\n"
-    yield "data: [DONE]\n\n"
 
 
 # -- metrics ---------------------------------------------------------------------------------------------
 class Metrics:
-    """Prometheus metrics of one server (its own registry)."""
+    """Prometheus metrics of one server (its own registry); the pool's gauges when the model is local."""
 
-    def __init__(self, moe: Any) -> None:
+    def __init__(self, pool: Any = None) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = r = CollectorRegistry()
@@ -325,7 +165,8 @@ class Metrics:
         self.batch = Histogram("adaptive_moe_batch_size", "requests per batched generate call", registry=r,
                                buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32))  # fmt: skip
         self.queue = Gauge("adaptive_moe_queue_waiting", "requests waiting for the model", registry=r)
-        pool = moe.pool
+        if pool is None:
+            return
         for name in ("hits", "misses", "evictions"):
             Gauge(f"adaptive_moe_pool_{name}", f"expert pool {name} since start", registry=r).set_function(
                 lambda n=name: float(getattr(pool.stats, n, 0)))  # fmt: skip
@@ -334,9 +175,11 @@ class Metrics:
 
 
 # -- the app ---------------------------------------------------------------------------------------------
-def create_app(moe: Any, config: ServeConfig | None = None, *, api_key: str | None = None):
-    """A FastAPI app serving ``moe``. ``api_key`` defaults to ``$ADAPTIVE_MOE_API_KEY`` (unset or ``""``:
-    no key asked)."""
+def create_app(target: Any, config: ServeConfig | None = None, *, api_key: str | None = None):
+    """A FastAPI app serving ``target``: an :class:`~adaptive_moe.AdaptiveMoE` (answered in this process by
+    a :class:`~adaptive_moe.serving.backend.LocalBackend`) or a backend (``answer``, ``expert_names``,
+    ``health``, ``waiting``, ``pool``, ``start``, ``stop``; the Ray Serve ingress's). ``api_key`` defaults to
+    ``$ADAPTIVE_MOE_API_KEY`` (unset or ``""``: no key asked)."""
     try:
         from fastapi import FastAPI, Request
         from fastapi.exceptions import RequestValidationError
@@ -345,21 +188,22 @@ def create_app(moe: Any, config: ServeConfig | None = None, *, api_key: str | No
         raise missing_dependency("fastapi", extra="serve", purpose="the HTTP server") from None
     from contextlib import asynccontextmanager
 
-    config = config or moe.config.serve
+    backend = target if hasattr(target, "answer") and hasattr(target, "expert_names") else LocalBackend(target, config)
+    config = config or backend.config
     key = (api_key if api_key is not None else os.environ.get(API_KEY_ENV)) or None  # "": no key
-    metrics = Metrics(moe)
-
-    def on_batch(size: int, seconds: float) -> None:
-        metrics.batch.observe(size)
+    metrics = Metrics(backend.pool)
+    if isinstance(backend, LocalBackend):
+        backend.on_batch = lambda size, seconds: metrics.batch.observe(size)
 
     @asynccontextmanager
     async def lifespan(app):
-        app.state.batcher = Batcher(moe, max_batch=config.max_batch, window_s=config.batch_window_ms / 1000,
-                                    max_queue=config.max_queue, on_batch=on_batch)  # fmt: skip
+        backend.start()
+        app.state.backend = backend
+        app.state.batcher = getattr(backend, "batcher", None)
         try:
             yield
         finally:  # uvicorn has drained the requests in flight; the queue is empty
-            await asyncio.to_thread(app.state.batcher.stop, config.graceful_shutdown_s)
+            await asyncio.to_thread(backend.stop, config.graceful_shutdown_s)
 
     app = FastAPI(title="adaptive_moe", lifespan=lifespan, docs_url=None, redoc_url=None)
 
@@ -420,7 +264,7 @@ def create_app(moe: Any, config: ServeConfig | None = None, *, api_key: str | No
     async def invalid(request: Request, e: RequestValidationError):
         first = (e.errors() or [{}])[0]
         param = ".".join(str(x) for x in first.get("loc", ())[1:]) or None
-        return error_response(_bad(f"invalid request: {first.get('msg', e)}", param),
+        return error_response(bad_request(f"invalid request: {first.get('msg', e)}", param),
                               getattr(request.state, "request_id", None))  # fmt: skip
 
     @app.exception_handler(404)
@@ -441,19 +285,18 @@ def create_app(moe: Any, config: ServeConfig | None = None, *, api_key: str | No
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": config.model_name, "base": moe.base.name, "experts": moe.experts.names(),
-                "waiting": app.state.batcher.waiting}  # fmt: skip
+        return {"status": "ok", "model": config.model_name, **backend.health()}
 
     @app.get("/metrics")
     async def prometheus():
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        metrics.queue.set(app.state.batcher.waiting)
+        metrics.queue.set(backend.waiting)
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")
     async def models():
-        names = [config.model_name, *moe.experts.names()]
+        names = [config.model_name, *backend.expert_names()]
         return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "adaptive_moe"}
                                            for n in names]}  # fmt: skip
 
@@ -464,34 +307,21 @@ def create_app(moe: Any, config: ServeConfig | None = None, *, api_key: str | No
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
-            raise _bad(f"the request body is not valid JSON: {e}", code="invalid_json") from None
+            raise bad_request(f"the request body is not valid JSON: {e}", code="invalid_json") from None
         if not isinstance(body, dict):
-            raise _bad("the request body must be a JSON object")
+            raise bad_request("the request body must be a JSON object")
         return body
 
     def forced_experts(body: dict) -> tuple[str, ...] | None:
         model = body.get("model")
         if not isinstance(model, str) or not model:
-            raise _bad("'model' is required: 'adaptive-moe' (routed) or an expert's name", "model")
+            raise bad_request("'model' is required: 'adaptive-moe' (routed) or an expert's name", "model")
         if model == config.model_name:
             return None
-        if model in moe.experts.names():
+        if model in backend.expert_names():
             return (model,)
         raise APIError(404, f"model {model!r} does not exist; GET /v1/models lists them", param="model",
                        code="model_not_found")  # fmt: skip
-
-    def check_length(prompt: Any, settings: dict[str, Any]) -> int:
-        from ..model.generation import render_prompt
-
-        gen = moe.config.generation.replace(**{k: v for k, v in settings.items() if k != "seed"})
-        context = moe.base.context_length
-        n = len(moe.base.tokenizer(render_prompt(moe.base, prompt, gen))["input_ids"])
-        if context is None:
-            return n
-        if n + gen.max_new_tokens > context:
-            raise _bad(f"the prompt is {n} tokens and max_tokens {gen.max_new_tokens}: over the model's context of "
-                       f"{context} tokens", "messages", "context_length_exceeded")  # fmt: skip
-        return n
 
     async def answer(request: Request, *, chat: bool):
         started = time.perf_counter()
@@ -500,50 +330,23 @@ def create_app(moe: Any, config: ServeConfig | None = None, *, api_key: str | No
         experts = forced_experts(body)
         prompt = chat_prompt(body) if chat else completion_prompt(body)
         settings, options = generation_settings(body, chat=chat)
-        job = Job(prompt, settings, experts, request_id, check=lambda: check_length(prompt, settings))
-        try:
-            app.state.batcher.submit(job)
-        except QueueFullError as e:
-            raise APIError(503, str(e), type_="server_error", code="overloaded", headers={"Retry-After": "1"}) from None
-        future = asyncio.wrap_future(job.future)
-        while True:  # a client that goes away before its batch starts is dropped from it
-            done, _ = await asyncio.wait({future}, timeout=0.25)
-            if done:
-                break
-            if await request.is_disconnected():
-                job.cancelled.set()
-                break
-        if job.cancelled.is_set() and not future.done():
-            future.cancel()
-            metrics.errors.labels("499", "client_closed").inc()
-            return JSONResponse({"error": {"message": "client closed the request", "type": "cancelled",
-                                           "param": None, "code": "client_closed"}}, status_code=499)  # fmt: skip
-        try:
-            out = future.result()
-        except APIError:
-            raise
-        except asyncio.CancelledError:
-            raise APIError(499, "the request was cancelled", code="client_closed") from None
-        except (InvalidInputError, UnknownNameError) as e:
-            raise _bad(str(e)) from None
-        except AdaptiveMoEError as e:
-            raise APIError(503, str(e), type_="server_error", code="unavailable") from None
-        model = body["model"]
-        if out.confidence is not None:
-            metrics.confidence.observe(out.confidence)
-        metrics.requests.labels("chat" if chat else "completions", out.route, "200").inc()
-        metrics.latency.labels(out.route).observe(time.perf_counter() - started)
-        logger.info("request %s: route %s, %d tokens", request_id, out.route, len(out.attribution.tokens))
-        usage = _usage(out, int(job.checked or 0), moe.base.tokenizer)
-        if options["stream"]:
-            events = stream_events(out, request_id, model, chat=chat, logprobs=options["logprobs"],
-                                   usage=usage if options["include_usage"] else None,
-                                   pieces=stream_pieces(out, moe.base.tokenizer, options["top_logprobs"]))  # fmt: skip
-            return StreamingResponse(events, media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", REQUEST_ID: request_id})  # fmt: skip
-        make = chat_response if chat else completion_response
-        return JSONResponse(make(out, request_id, model, options["logprobs"], usage, tokenizer=moe.base.tokenizer,
-                                 top=options["top_logprobs"]))  # fmt: skip
+        call = Call(chat, body["model"], prompt, settings, options, experts, request_id)
+        reply = await backend.answer(call, request.is_disconnected)
+        if reply.status != 200:
+            error = reply.body["error"]
+            metrics.errors.labels(str(reply.status), error.get("code") or error.get("type")).inc()
+            return JSONResponse(reply.body, status_code=reply.status, headers={**reply.headers, REQUEST_ID: request_id})
+        if reply.confidence is not None:
+            metrics.confidence.observe(reply.confidence)
+        metrics.requests.labels("chat" if chat else "completions", reply.route, "200").inc()
+        metrics.latency.labels(reply.route).observe(time.perf_counter() - started)
+        logger.info("request %s: route %s, %d tokens%s", request_id, reply.route, reply.tokens,
+                    f", replica {reply.replica}" if reply.replica else "")  # fmt: skip
+        replica = {REPLICA: reply.replica} if reply.replica else {}
+        if reply.events is not None:
+            headers = {"Cache-Control": "no-cache", REQUEST_ID: request_id, **replica}
+            return StreamingResponse(iter(reply.events), media_type="text/event-stream", headers=headers)
+        return JSONResponse(reply.body, headers=replica)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):

@@ -59,11 +59,14 @@ class Batcher:
         window_s: how long the first request waits for company.
         max_queue: most requests waiting.
         on_batch: called with each group's size and seconds (metrics), optional.
+        before_batch: called in the worker before each batch (say, to pick up experts registered by
+            another process), optional; an error it raises is logged, not fatal.
     """
 
-    def __init__(self, moe: Any, *, max_batch: int, window_s: float, max_queue: int, on_batch=None) -> None:
+    def __init__(self, moe: Any, *, max_batch: int, window_s: float, max_queue: int, on_batch=None,
+                 before_batch=None) -> None:  # fmt: skip
         self.moe, self.max_batch, self.window_s = moe, max_batch, window_s
-        self.on_batch = on_batch
+        self.on_batch, self.before_batch = on_batch, before_batch
         self._queue: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
         self._stop = threading.Event()
         self._busy = threading.Event()
@@ -112,6 +115,11 @@ class Batcher:
                     batch.append(self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait())
                 except queue.Empty:
                     break
+            if self.before_batch is not None:
+                try:
+                    self.before_batch()
+                except Exception:
+                    logger.exception("before_batch failed")
             groups: dict[Any, list[Job]] = {}
             for job in batch:
                 if job.cancelled.is_set():

@@ -1,0 +1,201 @@
+"""Where a checked request is answered.
+
+The HTTP routes parse a request into a :class:`Call` (prompt, generation settings, response options,
+forced experts, request id); a backend answers it with a :class:`Reply` (a status and the OpenAI body, or
+the server-sent events of a stream). :class:`LocalBackend` answers in this process with the model and its
+:class:`~adaptive_moe.serving.batcher.Batcher`; on Ray Serve each replica holds a ``LocalBackend`` and the
+ingress sends it calls (:mod:`adaptive_moe.serving.ray_serve`). A reply is plain data, so it crosses
+processes as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import ServeConfig
+from ..errors import AdaptiveMoEError, InvalidInputError, UnknownNameError
+from .batcher import Batcher, Job, QueueFullError
+from .responses import (
+    APIError,
+    bad_request,
+    chat_response,
+    completion_response,
+    stream_events,
+    stream_pieces,
+    usage_of,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Call", "LocalBackend", "Reply", "check_length", "reply_for"]
+
+
+@dataclass
+class Call:
+    """One checked request: what to answer and how to shape the answer."""
+
+    chat: bool
+    model: str
+    prompt: Any
+    settings: dict[str, Any]
+    options: dict[str, Any]  # stream, include_usage, logprobs, top_logprobs
+    experts: tuple[str, ...] | None
+    request_id: str
+
+
+@dataclass
+class Reply:
+    """A backend's answer to a :class:`Call`: ``body`` (JSON) or ``events`` (a stream), and what the
+    server's metrics and logs need."""
+
+    status: int
+    body: dict[str, Any] | None = None
+    events: list[str] | None = None
+    route: str | None = None
+    confidence: float | None = None
+    tokens: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    replica: str | None = None
+
+    @classmethod
+    def error(cls, e: APIError) -> Reply:
+        """The OpenAI error reply for ``e``."""
+        return cls(e.status, body=e.body(), headers=dict(e.headers))
+
+
+def reply_for(out: Any, call: Call, tokenizer: Any, prompt_tokens: int) -> Reply:
+    """The reply of an answer ``out`` (a :class:`~adaptive_moe.output.MoEOutput`) to ``call``."""
+    usage = usage_of(out, prompt_tokens, tokenizer)
+    top = call.options.get("top_logprobs", 0)
+    facts = {"route": out.route, "confidence": out.confidence, "tokens": len(out.attribution.tokens)}
+    if call.options["stream"]:
+        events = stream_events(out, call.request_id, call.model, chat=call.chat, logprobs=call.options["logprobs"],
+                               usage=usage if call.options["include_usage"] else None,
+                               pieces=stream_pieces(out, tokenizer, top))  # fmt: skip
+        return Reply(200, events=list(events), **facts)
+    make = chat_response if call.chat else completion_response
+    return Reply(200, body=make(out, call.request_id, call.model, call.options["logprobs"], usage,
+                                tokenizer=tokenizer, top=top), **facts)  # fmt: skip
+
+
+def check_length(moe: Any, prompt: Any, settings: dict[str, Any]) -> int:
+    """The prompt's length in tokens after the chat template; a 400 when it and ``max_tokens`` exceed the
+    model's context."""
+    from ..model.generation import render_prompt
+
+    gen = moe.config.generation.replace(**{k: v for k, v in settings.items() if k != "seed"})
+    context = moe.base.context_length
+    n = len(moe.base.tokenizer(render_prompt(moe.base, prompt, gen))["input_ids"])
+    if context is not None and n + gen.max_new_tokens > context:
+        raise bad_request(f"the prompt is {n} tokens and max_tokens {gen.max_new_tokens}: over the model's context "
+                          f"of {context} tokens", "messages", "context_length_exceeded")  # fmt: skip
+    return n
+
+
+async def _never() -> bool:
+    return False
+
+
+class LocalBackend:
+    """The model in this process, answered through a batching worker thread.
+
+    Args:
+        moe: the :class:`~adaptive_moe.AdaptiveMoE` answering.
+        config: batching and queue settings (default ``moe.config.serve``).
+        on_batch: called with each batch's size and seconds (metrics), optional.
+    """
+
+    def __init__(self, moe: Any, config: ServeConfig | None = None, on_batch: Any = None) -> None:
+        self.moe = moe
+        self.config = config or moe.config.serve
+        self.on_batch = on_batch
+        self.batcher: Batcher | None = None
+        self._known = tuple(moe.experts.names())
+
+    def refresh(self) -> bool:
+        """Pick up experts another process registered or removed since the last look (the router learns
+        them); returns whether anything changed. The batcher calls it before each batch."""
+        names = tuple(self.moe.experts.names())
+        if names == self._known:
+            return False
+        self.moe.sync_experts()
+        logger.info("experts changed: %s -> %s", list(self._known), list(names))
+        self._known = names
+        return True
+
+    # -- lifetime ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the batching worker."""
+        c = self.config
+        self.batcher = Batcher(self.moe, max_batch=c.max_batch, window_s=c.batch_window_ms / 1000,
+                               max_queue=c.max_queue, on_batch=self.on_batch, before_batch=self.refresh)  # fmt: skip
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Answer what is queued, then stop the worker."""
+        if self.batcher is not None:
+            self.batcher.stop(timeout)
+
+    # -- what the routes ask -----------------------------------------------------------------------
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for the model."""
+        return 0 if self.batcher is None else self.batcher.waiting
+
+    @property
+    def pool(self) -> Any:
+        """The expert pool (for the metrics)."""
+        return self.moe.pool
+
+    def expert_names(self) -> list[str]:
+        """The registered experts (each is also a model name)."""
+        return self.moe.experts.names()
+
+    def health(self) -> dict[str, Any]:
+        """What ``GET /health`` shows besides the status."""
+        return {"base": self.moe.base.name, "experts": self.expert_names(), "waiting": self.waiting}
+
+    async def answer(self, call: Call, disconnected: Any = _never) -> Reply:
+        """Answer ``call`` through the batcher. ``disconnected`` (an async callable) is polled while the
+        call waits: a client that left is dropped from its batch, or stops the batch if it was the last."""
+        if self.batcher is None:
+            raise AdaptiveMoEError("the backend is not started")
+        job = Job(call.prompt, call.settings, call.experts, call.request_id,
+                  check=lambda: check_length(self.moe, call.prompt, call.settings))  # fmt: skip
+        try:
+            self.batcher.submit(job)
+        except QueueFullError as e:
+            return Reply.error(APIError(503, str(e), type_="server_error", code="overloaded",
+                                        headers={"Retry-After": "1"}))  # fmt: skip
+        future = asyncio.wrap_future(job.future)
+        try:
+            while True:
+                done, _ = await asyncio.wait({future}, timeout=0.25)
+                if done:
+                    break
+                if await disconnected():
+                    job.cancelled.set()
+                    break
+        except asyncio.CancelledError:  # the caller went away (a Ray Serve request cancelled by its ingress)
+            job.cancelled.set()
+            raise
+        if job.cancelled.is_set() and not future.done():
+            future.cancel()
+            return Reply.error(APIError(499, "client closed the request", type_="cancelled", code="client_closed"))
+        try:
+            out = future.result()
+        except APIError as e:
+            return Reply.error(e)
+        except asyncio.CancelledError:
+            return Reply.error(APIError(499, "the request was cancelled", code="client_closed"))
+        except (InvalidInputError, UnknownNameError) as e:
+            return Reply.error(bad_request(str(e)))
+        except AdaptiveMoEError as e:
+            return Reply.error(APIError(503, str(e), type_="server_error", code="unavailable"))
+        started = time.perf_counter()
+        reply = reply_for(out, call, self.moe.base.tokenizer, int(job.checked or 0))
+        logger.debug("request %s rendered in %.3f s", call.request_id, time.perf_counter() - started)
+        return reply

@@ -1,0 +1,238 @@
+"""Scale out on Ray Serve: the same FastAPI app as an ingress deployment in front of model replicas.
+
+``adaptive-moe serve --engine ray --replicas N`` (or :func:`serve_ray`) deploys one application:
+
+- ``AdaptiveMoEIngress``: the HTTP routes of :func:`~adaptive_moe.serving.create_app` (the same checks,
+  errors, metrics and responses as the one-process server), with a :class:`RayBackend` that sends each
+  checked call to a replica;
+- ``AdaptiveMoEModel``: N replicas, each an :class:`~adaptive_moe.AdaptiveMoE` with its own expert pool
+  and batching worker (a :class:`~adaptive_moe.serving.backend.LocalBackend`).
+
+A call for an expert (its name as the model) carries the expert as Serve's *multiplexed model id*, so it
+lands on a replica that already holds that expert when one does; each replica keeps at most
+``pool.capacity`` experts loaded (``max_num_models_per_replica``). A routed call goes to any replica, which
+decides base or expert itself. Replicas read one registry (the workspace on a path they all see) and pick
+up experts registered after start before their next batch; the gap ledger is shared through
+``gaps.database_url`` (PostgreSQL) when replicas run on several machines, and a request id keeps a
+retried request from being recorded twice.
+
+Serve does not replay a request whose replica died: the ingress retries it (``RETRIES`` times) on
+another replica, then answers 503 with ``Retry-After``, which the ``openai`` client retries by itself.
+Each replica serves ``serve.max_queue`` calls at once (``max_ongoing_requests``): its own batcher
+queues them, so Serve never piles calls behind the model lock.
+
+For ``serve run`` or a Serve config file (KubeRay): ``adaptive_moe.serving.ray_serve:app_builder`` with
+the arguments ``config`` (a YAML path, optional) and ``replicas``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ..config import AdaptiveMoEConfig
+from ..errors import missing_dependency
+from .backend import Call, LocalBackend, Reply
+from .responses import APIError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RETRIES", "RayBackend", "app_builder", "build_application", "serve_ray"]
+
+RETRIES = 2  # calls re-sent after a replica died under them
+INGRESS = "AdaptiveMoEIngress"
+MODEL = "AdaptiveMoEModel"
+APP_NAME = "adaptive_moe"
+
+
+def _serve():
+    try:
+        from ray import serve
+    except ImportError:
+        raise missing_dependency("ray", extra="ray", purpose="serving on Ray Serve") from None
+    return serve
+
+
+class RayBackend:
+    """The ingress's side: calls go to the model deployment's replicas (see the module docstring)."""
+
+    def __init__(self, handle: Any, config: AdaptiveMoEConfig) -> None:
+        from ..experts import ExpertRegistry
+
+        self.handle = handle
+        self.full_config = config
+        self.config = config.serve
+        self.registry = ExpertRegistry(config.registry_path, allow_pickle=config.pool.allow_pickle)
+        self.pool = None  # each replica has its own; their metrics are the replicas'
+        self.waiting = 0
+
+    def start(self) -> None:
+        """Nothing to start: the replicas are Serve's."""
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Nothing to stop: Serve drains the replicas."""
+
+    def expert_names(self) -> list[str]:
+        """The experts of the shared registry (one registered after start shows at once)."""
+        return self.registry.names()
+
+    def health(self) -> dict[str, Any]:
+        """What ``GET /health`` shows besides the status."""
+        return {"engine": "ray", "experts": self.expert_names()}
+
+    async def answer(self, call: Call, disconnected: Any = None) -> Reply:
+        """Send ``call`` to a replica (the one holding its expert, when it names one); re-send it when the
+        replica dies under it; cancel it when the client leaves."""
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+        handle = self.handle.options(multiplexed_model_id=call.experts[0]) if call.experts else self.handle
+        for attempt in range(RETRIES + 1):
+            response = handle.answer.remote(call)
+            task = asyncio.ensure_future(_result(response))
+            try:
+                while True:
+                    done, _ = await asyncio.wait({task}, timeout=0.25)
+                    if done:
+                        return task.result()
+                    if disconnected is not None and await disconnected():
+                        response.cancel()
+                        task.cancel()
+                        return Reply.error(APIError(499, "client closed the request", type_="cancelled",
+                                                    code="client_closed"))  # fmt: skip
+            except (ActorDiedError, ActorUnavailableError, RayActorError) as e:
+                logger.warning("request %s: replica lost (%s); attempt %d of %d", call.request_id,
+                               type(e).__name__, attempt + 1, RETRIES + 1)  # fmt: skip
+        return Reply.error(APIError(503, "the model replicas are restarting; retry shortly", type_="server_error",
+                                    code="unavailable", headers={"Retry-After": "1"}))  # fmt: skip
+
+
+async def _result(response: Any) -> Any:
+    return await response
+
+
+def _model_deployment(config: AdaptiveMoEConfig, replicas: int):
+    serve = _serve()
+    cpus = config.serve.replica_cpus or round(1.8 / replicas, 3)
+
+    @serve.deployment(name=MODEL, num_replicas=replicas, ray_actor_options={"num_cpus": cpus},
+                      max_ongoing_requests=config.serve.max_queue,
+                      graceful_shutdown_timeout_s=config.serve.graceful_shutdown_s)  # fmt: skip
+    class AdaptiveMoEModel:
+        """One replica: the routed system, its pool and its batching worker."""
+
+        def __init__(self, config_dict: dict[str, Any]) -> None:
+            import torch
+
+            from ..moe import AdaptiveMoE
+
+            torch.set_num_threads(max(1, int(cpus)))
+            cfg = AdaptiveMoEConfig.from_dict(config_dict)
+            self.moe = AdaptiveMoE(cfg)
+            self.backend = LocalBackend(self.moe, cfg.serve)
+            self.backend.start()
+            self.name = serve.get_replica_context().replica_id.unique_id
+
+        @serve.multiplexed(max_num_models_per_replica=config.pool.capacity)
+        async def resident(self, expert: str) -> str:
+            """Load ``expert`` into this replica's pool (Serve keeps the replicas' LRU of experts)."""
+            await asyncio.to_thread(self._load, expert)
+            return expert
+
+        def _load(self, expert: str) -> None:
+            with self.moe.pool.acquire([expert]):
+                pass
+
+        async def answer(self, call: Call) -> Reply:
+            """Answer one call through this replica's batcher."""
+            expert = serve.get_multiplexed_model_id()
+            if expert:
+                self.backend.refresh()  # an expert registered after start
+                await self.resident(expert)
+            reply = await self.backend.answer(call)
+            reply.replica = self.name
+            return reply
+
+        def check_health(self) -> None:
+            """Serve's health check: the worker must be alive."""
+            if self.backend.batcher is None or not self.backend.batcher._thread.is_alive():
+                raise RuntimeError("the batching worker stopped")
+
+        def __del__(self) -> None:
+            backend = getattr(self, "backend", None)
+            if backend is not None:
+                backend.stop(5)
+
+    return AdaptiveMoEModel
+
+
+def build_application(config: AdaptiveMoEConfig | None = None, replicas: int | None = None, *,
+                      api_key: str | None = None) -> Any:  # fmt: skip
+    """The Serve application: the ingress bound to ``replicas`` model replicas (default ``serve.replicas``)."""
+    serve = _serve()
+    config = config or AdaptiveMoEConfig()
+    config.validate()
+    replicas = replicas or config.serve.replicas
+    model = _model_deployment(config, replicas)
+
+    @serve.deployment(name=INGRESS, ray_actor_options={"num_cpus": 0.1},
+                      max_ongoing_requests=4 * config.serve.max_queue)  # fmt: skip
+    @serve.ingress()
+    class AdaptiveMoEIngress:
+        """The HTTP routes; each checked call goes to a model replica."""
+
+        def __init__(self, handle: Any, config_dict: dict[str, Any], key: str | None) -> None:
+            self.backend = RayBackend(handle, AdaptiveMoEConfig.from_dict(config_dict))
+            self.key = key
+
+        def __serve_build_asgi_app__(self):
+            from .app import create_app
+
+            return create_app(self.backend, self.backend.config, api_key=self.key)
+
+    as_dict = config.to_dict()
+    return AdaptiveMoEIngress.bind(model.bind(as_dict), as_dict, api_key)
+
+
+def app_builder(args: dict[str, Any]) -> Any:
+    """For ``serve run adaptive_moe.serving.ray_serve:app_builder config=F replicas=N`` and Serve config
+    files: the application of :func:`build_application`."""
+    path = args.get("config")
+    config = AdaptiveMoEConfig.from_yaml(path) if path else AdaptiveMoEConfig()
+    replicas = int(args["replicas"]) if args.get("replicas") else None
+    return build_application(config, replicas)
+
+
+def serve_ray(config: AdaptiveMoEConfig, replicas: int | None = None, address: str | None = None) -> None:
+    """Deploy on Ray Serve and block until SIGTERM/SIGINT; then shut Serve down, and the local Ray when
+    this call started it. ``address`` (or ``serve.ray_address``, or ``$RAY_ADDRESS``) joins a cluster."""
+    import os
+    import signal
+    import threading
+
+    serve = _serve()
+    import ray
+
+    address = address or config.serve.ray_address or os.environ.get("RAY_ADDRESS") or None
+    started_ray = False
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1")
+            started_ray = True
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        serve.start(http_options={"host": config.serve.host, "port": config.serve.port})
+        serve.run(build_application(config, replicas), name=APP_NAME, route_prefix="/")
+        logger.info("serving on http://%s:%d with %d replicas", config.serve.host, config.serve.port,
+                    replicas or config.serve.replicas)  # fmt: skip
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        serve.shutdown()
+        if started_ray:
+            ray.shutdown()

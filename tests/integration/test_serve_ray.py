@@ -1,0 +1,94 @@
+"""Ray Serve: a real local Ray (2 CPUs, 127.0.0.1), the ingress and two model replicas of a tiny random
+model, the real `openai` client over HTTP."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import require
+
+from adaptive_moe import AdaptiveMoE, AdaptiveMoEConfig
+from adaptive_moe.experts import ExpertRegistry
+from adaptive_moe.testing import free_port, make_random_adapter
+
+ray = require("ray")
+openai = require("openai")
+httpx = require("httpx")
+require("fastapi")
+
+from ray import serve  # noqa: E402 - after the packages are known to be there
+
+from adaptive_moe.serving.ray_serve import APP_NAME, INGRESS, MODEL, build_application  # noqa: E402
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_llama_dir, tiny_base):
+    """Two replicas behind the ingress; the workspace holds expert ``alpha`` before start."""
+    tmp = tmp_path_factory.mktemp("ray")
+    cfg = AdaptiveMoEConfig().replace(
+        workspace=str(tmp / "ws"),
+        **{"model.name_or_path": str(tiny_llama_dir), "generation.max_new_tokens": 5, "router.embedder": "base",
+           "integrator.expert_confidence_floor": 0.0, "serve.batch_window_ms": 20.0},
+    )  # fmt: skip
+    with AdaptiveMoE(cfg, base=tiny_base) as moe:
+        moe.add_expert(make_random_adapter(tiny_base.model, tmp / "alpha", seed=1), "alpha",
+                       questions=["Who founded the Kovane guild?"])  # fmt: skip
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    port = free_port()
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_application(cfg, replicas=2, api_key=""), name=APP_NAME, route_prefix="/")
+        yield cfg, f"http://127.0.0.1:{port}", tmp
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _client(url):
+    return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=2, timeout=120)
+
+
+def test_the_ingress_and_two_replicas_answer_the_openai_client(served):
+    _, url, _ = served
+    status = serve.status().applications[APP_NAME]
+    deployments = status.deployments
+    assert INGRESS in deployments and deployments[MODEL].replica_states.get("RUNNING") == 2
+    client = _client(url)
+    r = client.chat.completions.create(model="adaptive-moe", messages=QUESTION)
+    assert r.object == "chat.completion" and r.usage.completion_tokens <= 5
+    assert r.model_extra["adaptive_moe"]["route"] in ("base", "expert", "gap", "abstain")
+    chunks = list(client.chat.completions.create(model="adaptive-moe", messages=QUESTION, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == r.choices[0].message.content
+    assert httpx.get(url + "/health").json()["engine"] == "ray"
+    bad = httpx.post(url + "/v1/chat/completions", json={"model": "nope", "messages": QUESTION})
+    assert bad.status_code == 404 and bad.json()["error"]["code"] == "model_not_found"
+
+
+def test_an_expert_sticks_to_the_replica_that_holds_it(served):
+    _, url, _ = served
+    client = _client(url)
+    replicas = []
+    for _ in range(6):
+        raw = client.chat.completions.with_raw_response.create(model="alpha", messages=QUESTION)
+        reply = raw.parse()
+        assert reply.model_extra["adaptive_moe"]["experts"] == [{"name": "alpha", "weight": 1.0}]
+        replicas.append(raw.headers["x-adaptive-moe-replica"])
+    # the first call loads alpha on one replica; Serve sends the next ones where it is loaded
+    assert max(replicas.count(r) for r in set(replicas)) >= 5, replicas
+
+
+def test_an_expert_registered_after_start_is_served_without_a_restart(served, tiny_base):
+    cfg, url, tmp = served
+    registry = ExpertRegistry(cfg.registry_path)
+    registry.import_adapter(make_random_adapter(tiny_base.model, tmp / "beta", seed=2), "beta",
+                            domain="the Varn estuary", base=tiny_base,
+                            extra={"example_questions": ["How deep is the Varn estuary?"]})  # fmt: skip
+    client = _client(url)
+    deadline = time.time() + 30
+    while "beta" not in [m.id for m in client.models.list()] and time.time() < deadline:
+        time.sleep(0.5)
+    r = client.chat.completions.create(model="beta", messages=QUESTION)
+    assert r.model_extra["adaptive_moe"]["experts"] == [{"name": "beta", "weight": 1.0}]
