@@ -100,7 +100,7 @@ _MIGRATE_TO_2 = (
     "UPDATE schema_version SET version = 2",
 )
 _COLUMNS = [GAPS.c[n] for n in ("id", "query", "created", "confidence", "best_expert", "best_score", "reason", "dim",
-                                "embedding", "resolved_by", "resolved_at")]  # fmt: skip
+                                "embedding", "resolved_by", "resolved_at", "request_id")]  # fmt: skip
 _CHUNK = 500  # ids per IN (...) clause, well under SQLite's variable limit
 _LOCK_KEY = zlib.crc32(APPLICATION.encode())  # PostgreSQL advisory lock around creating and migrating
 
@@ -181,6 +181,7 @@ class GapEntry:
         embedding: the query's embedding (float32, shape ``(dim,)``), or None.
         resolved_by: the expert that now covers the query, or None while it is a gap.
         resolved_at: when it was resolved (UTC epoch seconds), or None.
+        request_id: the id of the request that asked (a server's ``X-Request-Id``), or None.
     """
 
     id: int
@@ -193,6 +194,7 @@ class GapEntry:
     embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
     resolved_by: str | None = None
     resolved_at: float | None = None
+    request_id: str | None = None
 
     @property
     def created_iso(self) -> str:
@@ -209,7 +211,8 @@ class GapEntry:
         out = {"id": self.id, "query": self.query, "created": self.created_iso, "created_ts": self.created,
                "confidence": self.confidence, "best_expert": self.best_expert, "best_score": self.best_score,
                "reason": self.reason, "embedding_dim": None if self.embedding is None else int(self.embedding.size),
-               "resolved_by": self.resolved_by, "resolved_at": _iso(self.resolved_at)}  # fmt: skip
+               "resolved_by": self.resolved_by, "resolved_at": _iso(self.resolved_at),
+               "request_id": self.request_id}  # fmt: skip
         if include_embedding:
             out["embedding"] = None if self.embedding is None else [float(v) for v in self.embedding]
         return out
@@ -628,13 +631,13 @@ class GapLedger(Closable):
 
     @staticmethod
     def _entry(row: tuple) -> GapEntry:
-        id_, query, created, conf, best, score, reason, dim, blob, by, at = row
+        id_, query, created, conf, best, score, reason, dim, blob, by, at, request_id = row
         vector = None
         if blob is not None:
             vector = np.frombuffer(bytes(blob), dtype="<f4").astype(np.float32)
             if vector.size != dim:
                 raise InvalidInputError(f"gap {id_}: stored embedding has {vector.size} values, not {dim}; corrupt")
-        return GapEntry(id_, query, created, conf, best, score, reason, vector, by, at)
+        return GapEntry(id_, query, created, conf, best, score, reason, vector, by, at, request_id)
 
     def count(self, resolved: bool | None = None) -> int:
         """How many entries (``resolved`` as in :meth:`entries`; default: all)."""

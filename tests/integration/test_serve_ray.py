@@ -92,3 +92,42 @@ def test_an_expert_registered_after_start_is_served_without_a_restart(served, ti
         time.sleep(0.5)
     r = client.chat.completions.create(model="beta", messages=QUESTION)
     assert r.model_extra["adaptive_moe"]["experts"] == [{"name": "beta", "weight": 1.0}]
+
+
+def _replica_actors():
+    from ray.util import list_named_actors
+
+    return [a for a in list_named_actors(all_namespaces=True) if MODEL in a["name"] and "REPLICA" in a["name"]]
+
+
+def test_a_replica_killed_under_load_loses_no_request_and_records_each_gap_once(served):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from adaptive_moe.gaps import GapLedger
+
+    cfg, url, _ = served
+    client = _client(url)
+    ids = [f"kill-test-{i:02d}" for i in range(24)]
+
+    def ask(request_id):
+        messages = [{"role": "user", "content": f"Tell me about the Orm river, part {request_id[-2:]}."}]
+        raw = client.chat.completions.with_raw_response.create(model="adaptive-moe", messages=messages,
+                                                               extra_headers={"X-Request-Id": request_id})  # fmt: skip
+        return request_id, raw.parse().model_extra["adaptive_moe"]["route"]
+
+    victim = _replica_actors()[0]
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(ask, i) for i in ids]
+        while sum(f.done() for f in futures) < 3:
+            time.sleep(0.05)
+        ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
+        answers = dict(f.result(timeout=300) for f in futures)  # every request answered, none lost
+    assert sorted(answers) == sorted(ids)
+    with GapLedger.from_config(cfg.gaps, cfg.workspace) as ledger:
+        recorded = [e.request_id for e in ledger.entries(resolved=None) if e.request_id in answers]
+    assert sorted(recorded) == sorted(i for i, route in answers.items() if route == "gap")  # once each
+    deadline = time.time() + 120  # Serve brings the replica back
+    while serve.status().applications[APP_NAME].deployments[MODEL].replica_states.get("RUNNING") != 2:
+        assert time.time() < deadline, "the killed replica did not come back"
+        time.sleep(1)
+    assert victim["name"] not in [a["name"] for a in _replica_actors()]  # it was replaced by a new one
