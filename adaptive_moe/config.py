@@ -481,6 +481,9 @@ class ServeConfig(_Section):
         choices=("local", "ray"),
     )
     replicas: int = _f(2, help="model replicas with engine 'ray'", ge=1)
+    multiplex: bool = _f(
+        True, help="engine 'ray': send a call for an expert to a replica that holds it (Serve's model multiplexing)"
+    )
     replica_cpus: float = _f(
         0.0, help="CPUs each Ray replica reserves (0: share 1.8 CPUs among the replicas, so a 2-CPU Ray fits)", ge=0
     )

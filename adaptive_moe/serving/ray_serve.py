@@ -86,7 +86,8 @@ class RayBackend:
         replica dies under it; cancel it when the client leaves."""
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
-        handle = self.handle.options(multiplexed_model_id=call.experts[0]) if call.experts else self.handle
+        steer = call.experts and self.config.multiplex
+        handle = self.handle.options(multiplexed_model_id=call.experts[0]) if steer else self.handle
         for attempt in range(RETRIES + 1):
             response = handle.answer.remote(call)
             task = asyncio.ensure_future(_result(response))
@@ -126,12 +127,13 @@ def _model_deployment(config: AdaptiveMoEConfig, replicas: int):
 
             from ..moe import AdaptiveMoE
 
-            torch.set_num_threads(max(1, int(cpus)))
+            torch.set_num_threads(max(1, round(cpus)))
             cfg = AdaptiveMoEConfig.from_dict(config_dict)
             self.moe = AdaptiveMoE(cfg)
             self.backend = LocalBackend(self.moe, cfg.serve)
             self.backend.start()
             self.name = serve.get_replica_context().replica_id.unique_id
+            self.loads = 0  # experts loaded by Serve's multiplexing on this replica
 
         @serve.multiplexed(max_num_models_per_replica=config.pool.capacity)
         async def resident(self, expert: str) -> str:
@@ -140,17 +142,25 @@ def _model_deployment(config: AdaptiveMoEConfig, replicas: int):
             return expert
 
         def _load(self, expert: str) -> None:
+            self.loads += 1
             with self.moe.pool.acquire([expert]):
                 pass
 
         async def answer(self, call: Call) -> Reply:
             """Answer one call through this replica's batcher."""
             expert = serve.get_multiplexed_model_id()
-            if expert:
+            if call.experts:
                 self.backend.refresh()  # an expert registered after start
+            loads = self.loads
+            if expert:
                 await self.resident(expert)
             reply = await self.backend.answer(call)
             reply.replica = self.name
+            fields = (reply.body or {}).get("adaptive_moe")
+            if self.loads > loads and fields is not None:  # this call loaded the expert: a miss, not a hit
+                cache = fields.setdefault("cache", {})
+                cache["misses"] = cache.get("misses", 0) + 1
+                cache["hits"] = max(0, cache.get("hits", 0) - 1)
             return reply
 
         def check_health(self) -> None:

@@ -33,13 +33,15 @@ _FINISH = {"eos": "stop", "stop": "stop", "length": "length"}
 
 
 def adaptive_fields(out: Any) -> dict[str, Any]:
-    """The ``adaptive_moe`` object of a response: route, confidences, experts, flag, reason, attribution."""
+    """The ``adaptive_moe`` object of a response: route, confidences, experts, flag, reason, attribution, and
+    the expert pool's events while answering (``cache``: hits, misses, evictions, hotswaps)."""
     a = out.attribution
     return {
         "route": out.route, "confidence": out.confidence, "expert_confidence": out.expert_confidence,
         "experts": [{"name": n, "weight": w} for n, w in out.experts], "flagged": out.flagged, "reason": out.reason,
         "attribution": {"sources": a.sources, "strategy": a.strategy, "citations": [dict(c) for c in a.citations],
                         "supported": a.supported},
+        "cache": dict(out.cache or {}),
     }  # fmt: skip
 
 
