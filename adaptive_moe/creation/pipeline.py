@@ -131,7 +131,7 @@ def create_expert(
     """
     from .data import build_training_data
     from .evaluation import evaluate_candidate
-    from .training import train_lora
+    from .training import log_run_summary, train_lora
 
     validate_expert_name(name)
     if name in moe.experts and not new_version:
@@ -140,6 +140,8 @@ def create_expert(
     lora = lora or cfg.lora
     started = time.perf_counter()
     timings: dict[str, float] = {}
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    run_dir = moe.config.workspace_path("runs") / f"{name}-{stamp}"  # the tracker's run (creation.report_to)
 
     t = time.perf_counter()
     if documents is None:
@@ -218,7 +220,7 @@ def create_expert(
             with moe.base.lock:
                 moe.pool.clear()  # training attaches its own LoRA: the pool's experts come back on demand
                 train_lora(moe.base, train_items, adapter, lora=lora, progress=progress,
-                           generation=moe.config.generation)  # fmt: skip
+                           generation=moe.config.generation, report_to=cfg.report_to, run_dir=run_dir)  # fmt: skip
         if index is not None:
             index.save(adapter)
         state["stages"].append("train")
@@ -234,6 +236,10 @@ def create_expert(
                                 progress=progress, kind=kind, extra=extra)  # fmt: skip
     atomic_write_text(work / "evaluation.json", json.dumps(report.to_dict(), indent=1, default=str))
     timings["evaluate"] = time.perf_counter() - t
+    if cfg.report_to != "none":
+        texts = {"config": cfg.to_dict(), "data": dict(data.stats), "evaluation": report.to_dict()}
+        metrics = {**report.metrics(), "admitted": float(report.admitted)}
+        log_run_summary(cfg.report_to, run_dir, metrics=metrics, texts=texts)
     logger.info("expert %s: %s", name, report)
 
     card, resolved = None, []

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from ..config import GenerationConfig, LoRASettings
-from ..errors import InvalidInputError, OutputExistsError
+from ..errors import InvalidInputError, OutputExistsError, missing_dependency
 from ..model.adapters import ModelState, ensure_no_pooled_adapters
 from ..model.generation import render_prompt
 from ..model.loading import BaseModel
@@ -288,6 +288,8 @@ def train_lora(
     progress: bool = True,
     callbacks: Iterable[Any] = (),
     generation: GenerationConfig | None = None,
+    report_to: str = "none",
+    run_dir: str | Path | None = None,
 ) -> Path:
     """Train a LoRA adapter on ``base`` and write it to ``output_dir`` as a plain PEFT adapter folder.
 
@@ -304,6 +306,10 @@ def train_lora(
         overwrite: replace an existing ``output_dir`` (otherwise it is an error).
         callbacks: extra ``transformers.TrainerCallback`` objects.
         generation: the prompt format used at inference (system prompt, chat template).
+        report_to: an experiment tracker for the run through the Trainer's own integrations: ``none``,
+            ``tensorboard``, ``trackio``, ``mlflow`` or ``wandb`` (offline: each writes under ``run_dir``
+            unless its own environment says otherwise; see :func:`tracker_callbacks`).
+        run_dir: where the tracker writes (default: ``<output_dir>.runs``).
 
     Returns:
         The adapter folder. ``PeftModel.from_pretrained(model, path)`` loads it.
@@ -332,17 +338,19 @@ def train_lora(
                     len(rows), _steps_per_epoch(lora, len(rows)), epochs, lora.min_steps)  # fmt: skip
     train_set = Dataset.from_list(rows)
     eval_set = Dataset.from_list(eval_rows) if eval_rows else None
+    tracked = Path(run_dir) if run_dir is not None else output_dir.with_name(output_dir.name + ".runs")
+    trackers = tracker_callbacks(report_to, tracked)  # before the model is touched: a bad setting fails here
     with base.lock:  # one owner of the model while adapters are attached
         ensure_no_pooled_adapters(base)
         model = base.model
         state = ModelState.capture(model)
         peft_model = _attach_lora(model, peft_config(lora, model))
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="adaptive_moe_train_") as run_dir:
+        with tempfile.TemporaryDirectory(prefix="adaptive_moe_train_") as tmp_run:
             has_eval = eval_set is not None
-            args = _training_arguments(TrainingArguments, lora.replace(epochs=epochs), run_dir, base, has_eval,
-                                       max_steps, progress)  # fmt: skip
-            trainer_callbacks = list(callbacks)
+            args = _training_arguments(TrainingArguments, lora.replace(epochs=epochs), tmp_run, base, has_eval,
+                                       max_steps, progress, report_to=report_to, tracked=tracked)  # fmt: skip
+            trainer_callbacks = list(callbacks) + trackers
             if eval_set is not None and early_stopping_patience:
                 trainer_callbacks.append(EarlyStoppingCallback(early_stopping_patience=early_stopping_patience))
             try:
@@ -362,6 +370,10 @@ def train_lora(
                     trainer.remove_callback(PrinterCallback)
                 result = trainer.train()
                 seconds = time.perf_counter() - started
+                for cb in trainer_callbacks:  # flush the trackers' files
+                    writer = getattr(cb, "tb_writer", None)
+                    if writer is not None:
+                        writer.flush()
                 record = {
                     "base_fingerprint": base.fingerprint,
                     "base_name": base.name,
@@ -380,6 +392,8 @@ def train_lora(
                     "examples_per_second": result.metrics.get("train_samples_per_second"),
                     "best_eval_loss": trainer.state.best_metric,
                     "log_history": [h for h in trainer.state.log_history if "loss" in h or "eval_loss" in h],
+                    "memory": peak_memory(base.device),
+                    "tracking": {"report_to": report_to, "run_dir": str(tracked)} if report_to != "none" else None,
                 }  # fmt: skip
                 with atomic_directory(output_dir, replace=overwrite) as tmp:
                     peft_model.save_pretrained(tmp, safe_serialization=True)
@@ -435,7 +449,80 @@ def effective_epochs(lora: LoRASettings, n_examples: int) -> float:
     return max(lora.epochs, lora.min_steps / _steps_per_epoch(lora, n_examples))
 
 
-def _training_arguments(cls, lora, run_dir, base, has_eval, max_steps, progress):
+TRACKERS = ("none", "tensorboard", "trackio", "mlflow", "wandb")
+
+
+def tracker_callbacks(report_to: str, run_dir: Path) -> list[Any]:
+    """The callbacks that make the Trainer report to ``report_to``, offline under ``run_dir``.
+
+    TensorBoard gets its own writer on ``run_dir`` (the Trainer's default folder is the run's temporary
+    output). MLflow, Weights & Biases and Trackio report through ``TrainingArguments.report_to``; they
+    are pointed at ``run_dir`` and kept offline through their environment variables, unless the user
+    set them (``MLFLOW_TRACKING_URI``, ``WANDB_MODE`` / ``WANDB_DIR``, ``TRACKIO_DIR``)."""
+    import os
+
+    if report_to not in TRACKERS:
+        raise InvalidInputError(f"report_to must be one of {', '.join(TRACKERS)}, got {report_to!r}")
+    if report_to == "none":
+        return []
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if report_to == "tensorboard":
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise missing_dependency("tensorboard", extra="track", purpose="report_to: tensorboard") from None
+        from transformers.integrations import TensorBoardCallback
+
+        return [TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir)))]
+    package = {"mlflow": "mlflow", "wandb": "wandb", "trackio": "trackio"}[report_to]
+    try:
+        __import__(package)
+    except ImportError:
+        raise missing_dependency(package, purpose=f"report_to: {report_to}") from None
+    if report_to == "mlflow":
+        os.environ.setdefault("MLFLOW_TRACKING_URI", (run_dir / "mlflow").resolve().as_uri())
+    elif report_to == "wandb":
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ.setdefault("WANDB_DIR", str(run_dir))
+    else:
+        os.environ.setdefault("TRACKIO_DIR", str(run_dir))
+    return []
+
+
+def log_run_summary(report_to: str, run_dir: Path, *, metrics: dict[str, Any], texts: dict[str, Any]) -> None:
+    """Add a creation run's admission ``metrics`` (scalars) and ``texts`` (config, data statistics, the
+    expert card; JSON) to its TensorBoard run in ``run_dir``. Other trackers keep what the Trainer logged
+    (loss curve, training arguments); the same summary is in the expert card and the training record."""
+    if report_to != "tensorboard":
+        return
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(run_dir))
+    try:
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                writer.add_scalar(f"admission/{key}", float(value))
+        for key, value in texts.items():
+            writer.add_text(key, "```\n" + json.dumps(value, indent=1, default=str) + "\n```")
+    finally:
+        writer.close()
+
+
+def peak_memory(device: Any = None) -> dict[str, float | None]:
+    """Peak resident memory of this process (CPU RSS, MiB) and, on CUDA, the peak allocated GPU memory."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    rss_mib = rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+    gpu = None
+    if device is not None and getattr(device, "type", "") == "cuda" and torch.cuda.is_available():
+        gpu = torch.cuda.max_memory_allocated(device) / (1024 * 1024)
+    return {"peak_rss_mib": round(rss_mib, 1), "gpu_peak_allocated_mib": None if gpu is None else round(gpu, 1)}
+
+
+def _training_arguments(cls, lora, run_dir, base, has_eval, max_steps, progress, *, report_to="none",
+                        tracked=None):  # fmt: skip
     on_cpu = base.device.type == "cpu"
     precision = resolve_mixed_precision(lora.mixed_precision, base)
     kwargs = {
@@ -450,7 +537,9 @@ def _training_arguments(cls, lora, run_dir, base, has_eval, max_steps, progress)
         "warmup_steps": lora.warmup_ratio,  # a float below 1 is a share of the total steps
         "weight_decay": 0.0,
         "logging_steps": 5,
-        "report_to": "none",  # experiment trackers are the user's choice
+        # TensorBoard gets its own writer (tracker_callbacks); the other trackers go through the Trainer
+        "report_to": "none" if report_to in ("none", "tensorboard") else [report_to],
+        "run_name": None if tracked is None else tracked.name,
         "seed": lora.seed,
         "data_seed": lora.seed,
         "use_cpu": on_cpu,

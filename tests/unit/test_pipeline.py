@@ -45,8 +45,10 @@ def test_rejected_candidate_registers_nothing_and_resumes(base, tmp_path):
 
 
 def test_admitted_expert_is_registered_matched_and_resolves_gaps(base, tmp_path):
+    tracked = bool(__import__("importlib").util.find_spec("tensorboard"))
     moe = _moe(base, tmp_path, **{"creation.domain_margin": 0.0, "creation.general_tolerance": 1.0,
-                                  "router.min_match_score": 0.5})  # fmt: skip
+                                  "router.min_match_score": 0.5,
+                                  "creation.report_to": "tensorboard" if tracked else "none"})  # fmt: skip
     gap_q = "When was the Tidewater Guild founded?"
     assert moe.generate(gap_q).route == "gap"  # no expert yet
     assert len(moe.gaps) == 1
@@ -58,6 +60,9 @@ def test_admitted_expert_is_registered_matched_and_resolves_gaps(base, tmp_path)
     assert card.extra["example_questions"] and "Tidewater Guild" in card.domain
     assert result.resolved_gaps == [1] and len(moe.gaps) == 0
     assert not (tmp_path / "ws" / "creating" / "tidewater").exists()
+    if tracked:  # the run's loss curve and admission metrics, offline under <workspace>/runs/
+        [run] = (tmp_path / "ws" / "runs").glob("tidewater-*")
+        assert len(list(run.glob("events.out.tfevents.*"))) >= 2
     with pytest.raises(OutputExistsError, match="exists; pass new_version=True"):
         moe.create_expert("tidewater", documents=[DOC], progress=False)
     v2 = moe.create_expert("tidewater", documents=[DOC], new_version=True, progress=False, general=GENERAL)

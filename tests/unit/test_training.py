@@ -251,3 +251,33 @@ def test_small_sets_train_for_min_steps(base, tmp_path):
     out = train_lora(base, DATA, tmp_path / "min", lora=QUICK.replace(min_steps=6), progress=False)
     record = json.loads((out / TRAINING_RECORD).read_text())
     assert record["steps"] == 6 and record["effective_epochs"] > QUICK.epochs
+
+
+def test_tensorboard_run_reads_back_the_loss_curve_and_memory_is_recorded(base, tmp_path):
+    require("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from adaptive_moe.creation.training import log_run_summary
+
+    runs = tmp_path / "runs" / "expert-1"
+    out = train_lora(base, DATA * 4, tmp_path / "expert", lora=QUICK.replace(learning_rate=1e-2), max_steps=10,
+                     progress=False, report_to="tensorboard", run_dir=runs)  # fmt: skip
+    log_run_summary("tensorboard", runs, metrics={"expert_accuracy": 0.75, "gain": 0.5},
+                    texts={"config": {"r": 4}})  # fmt: skip
+    events = EventAccumulator(str(runs))
+    events.Reload()
+    losses = [e.value for e in events.Scalars("train/loss")]
+    record = json.loads((out / TRAINING_RECORD).read_text())
+    logged = [h["loss"] for h in record["log_history"] if "loss" in h]
+    assert losses == pytest.approx(logged, rel=1e-4) and len(losses) == 2  # every 5 steps, as the record says
+    assert [e.value for e in events.Scalars("admission/expert_accuracy")] == [0.75]
+    assert "config/text_summary" in events.Tags()["tensors"]
+    assert record["tracking"] == {"report_to": "tensorboard", "run_dir": str(runs)}
+    assert record["memory"]["peak_rss_mib"] > 50 and record["memory"]["gpu_peak_allocated_mib"] is None
+
+
+def test_an_unknown_tracker_fails_before_training(base, tmp_path):
+    with pytest.raises(InvalidInputError, match="report_to must be one of none, tensorboard"):
+        train_lora(base, DATA, tmp_path / "expert", lora=QUICK, max_steps=1, progress=False, report_to="comet")
+    assert not (tmp_path / "expert").exists()
+    assert not any("lora" in name for name, _ in base.model.named_modules())
