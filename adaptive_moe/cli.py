@@ -9,6 +9,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -93,10 +94,39 @@ def cmd_gaps(args: argparse.Namespace) -> int:
     return 0
 
 
+def accelerate_command(processes: int, argv: Sequence[str], port: int | None = None) -> list[str]:
+    """The ``accelerate launch`` command that runs ``adaptive-moe <argv>`` in ``processes`` processes (DDP:
+    NCCL on GPUs, gloo on CPU; ``--multi_gpu`` is accelerate's DDP launcher either way)."""
+    from .testing import free_port
+
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(port or free_port()), "-m", "adaptive_moe.cli", *argv]  # fmt: skip
+
+
+def _without_option(argv: Sequence[str], option: str) -> list[str]:
+    """``argv`` without ``option`` and its value (``--option N`` or ``--option=N``)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == option:
+            skip = True
+        elif not a.startswith(option + "="):
+            out.append(a)
+    return out
+
+
 def cmd_create_expert(args: argparse.Namespace) -> int:
     """``adaptive-moe create-expert``: documents and/or question files -> an admitted expert."""
+    from .creation.training import process_rank
     from .moe import AdaptiveMoE
     from .routing.training import read_labelled_questions
+
+    if args.processes > 1 and "RANK" not in os.environ:  # run this same command under accelerate launch
+        import subprocess
+
+        return subprocess.call(accelerate_command(args.processes, _without_option(args.argv, "--processes")))
 
     questions = _qa_pairs(read_labelled_questions(args.questions)) if args.questions else None
     heldout = _qa_pairs(read_labelled_questions(args.heldout)) if args.heldout else None
@@ -104,6 +134,8 @@ def cmd_create_expert(args: argparse.Namespace) -> int:
     result = moe.create_expert(args.name, documents=args.docs or None, questions=questions,
                                heldout_questions=heldout, domain=args.domain or "", new_version=args.new_version,
                                progress=not args.quiet)  # fmt: skip
+    if process_rank() != 0:  # a helper process under accelerate launch: process 0 reports
+        return 0
     print(json.dumps(result.to_dict(), indent=2, default=str) if args.json else str(result))
     return 0 if result.admitted else 1
 
@@ -290,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new-version", action="store_true", help="add a version when the name exists")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--processes", type=int, default=1,
+                   help="train in N processes (runs this command under `accelerate launch`; DDP)")  # fmt: skip
     p.set_defaults(func=cmd_create_expert)
 
     p = sub.add_parser("config", parents=[common], help="show, check or list configuration keys")
@@ -346,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["bench"]:
         return cmd_bench(argv[1:])
     args = build_parser().parse_args(argv)
+    args.argv = argv
     setup_logging("DEBUG" if args.verbose else "INFO")
     try:
         return args.func(args)

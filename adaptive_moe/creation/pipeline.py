@@ -131,7 +131,7 @@ def create_expert(
     """
     from .data import build_training_data
     from .evaluation import evaluate_candidate
-    from .training import log_run_summary, train_lora
+    from .training import log_run_summary, process_rank, train_lora, world_size
 
     validate_expert_name(name)
     if name in moe.experts and not new_version:
@@ -221,11 +221,27 @@ def create_expert(
                 moe.pool.clear()  # training attaches its own LoRA: the pool's experts come back on demand
                 train_lora(moe.base, train_items, adapter, lora=lora, progress=progress,
                            generation=moe.config.generation, report_to=cfg.report_to, run_dir=run_dir)  # fmt: skip
-        if index is not None:
+        if index is not None and process_rank() == 0:
             index.save(adapter)
         state["stages"].append("train")
-        _write_state(work, state)
+        if process_rank() == 0:
+            _write_state(work, state)
     timings["train"] = time.perf_counter() - t
+    if process_rank() != 0:  # under accelerate launch: rank 0 evaluates, registers and records; the others stop
+        logger.info("expert %s: process %d trained; process 0 evaluates and registers", name, process_rank())
+        why = f"process {process_rank()} of {world_size()}: process 0 evaluates and registers"
+        return CreationResult(
+            name=name,
+            admitted=False,
+            metrics={},
+            reasons=[why],
+            timings=timings,
+            data=dict(data.stats),
+            report=None,
+            card=None,
+            resolved_gaps=[],
+            resumed=resumed,
+        )
 
     t = time.perf_counter()
     training_questions = [q for q, _ in data.qa_pairs] or [domain or name]

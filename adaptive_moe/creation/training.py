@@ -395,9 +395,15 @@ def train_lora(
                     "memory": peak_memory(base.device),
                     "tracking": {"report_to": report_to, "run_dir": str(tracked)} if report_to != "none" else None,
                 }  # fmt: skip
-                with atomic_directory(output_dir, replace=overwrite) as tmp:
-                    peft_model.save_pretrained(tmp, safe_serialization=True)
-                    atomic_write_text(tmp / TRAINING_RECORD, json.dumps(record, indent=2, default=str))
+                rank, world = process_rank(), world_size()
+                record["processes"] = world
+                logger.info("process %d of %d trained %d steps (loss %.4f)", rank, world, result.global_step,
+                            result.training_loss)  # fmt: skip
+                if trainer.is_world_process_zero():  # one process writes; the others wait for it
+                    with atomic_directory(output_dir, replace=overwrite) as tmp:
+                        peft_model.save_pretrained(tmp, safe_serialization=True)
+                        atomic_write_text(tmp / TRAINING_RECORD, json.dumps(record, indent=2, default=str))
+                trainer.accelerator.wait_for_everyone()
             finally:
                 _detach_lora(peft_model)
                 state.restore(model)
@@ -450,6 +456,20 @@ def effective_epochs(lora: LoRASettings, n_examples: int) -> float:
 
 
 TRACKERS = ("none", "tensorboard", "trackio", "mlflow", "wandb")
+
+
+def process_rank() -> int:
+    """This process's rank under ``accelerate launch`` / ``torchrun`` (0 when not distributed)."""
+    import os
+
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def world_size() -> int:
+    """How many processes train together (1 when not distributed)."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
 def tracker_callbacks(report_to: str, run_dir: Path) -> list[Any]:
