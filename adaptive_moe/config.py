@@ -481,6 +481,11 @@ class ServeConfig(_Section):
     graceful_shutdown_s: float = _f(
         60.0, help="on SIGTERM/SIGINT, how long requests in flight may take to finish", ge=0
     )
+    stream_live: bool = _f(
+        True,
+        help="send a stream's tokens as they are generated when its text cannot change afterwards (an expert asked "
+        "by name, or integrator.on_low_confidence: best); other streams are sent once the answer is complete",
+    )
     engine: str = _f(
         "local",
         help="'local' (one process) or 'ray' (Ray Serve: an ingress and replicas of the model)",

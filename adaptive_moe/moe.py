@@ -314,6 +314,22 @@ class AdaptiveMoE(Closable):
 
     __call__ = generate
 
+    def answer_streamed(self, prompt: Any, streamer: Any, *, on_route: Any = None, experts: Sequence[str] | None = None,
+                        request_id: str | None = None, **settings: Any) -> MoEOutput:  # fmt: skip
+        """Answer one prompt while ``streamer`` (a ``transformers`` streamer) receives the tokens of the
+        generation that makes the answer, as they come; ``on_route`` is called with the route decision
+        (a one-item list) before any of them. For servers and integrations; :meth:`stream` is the
+        iterator most users want. In ``post`` mode a base answer is not streamed (it is complete before
+        the route is known); an expert answer below the confidence floor is flagged, not replaced."""
+        items = normalize_prompts(prompt)
+        if len(items) != 1:
+            raise InvalidInputError("answer_streamed() takes one prompt (a string or one conversation)")
+        generation = self._generation(settings)
+        forced = self._check_forced(experts)
+        with self.base.lock:
+            return self._answer(items, generation, forced, stream=streamer, request_ids=[request_id],
+                                on_route=on_route)[0]  # fmt: skip
+
     def stream(self, prompt: Any, **settings: Any) -> MoEStream:
         """Answer one prompt, yielding text as it is produced: ``for piece in moe.stream(q): ...``.
         In ``pre`` mode the route is decided before the first token; in ``post`` mode after the base
@@ -346,7 +362,7 @@ class AdaptiveMoE(Closable):
         return [(n, 1.0 / len(names)) for n in dict.fromkeys(names)]
 
     def _answer(self, prompts: list[Any], generation, forced, stream=None, record_gaps=True,
-                request_ids=None) -> list[MoEOutput]:  # fmt: skip
+                request_ids=None, on_route=None) -> list[MoEOutput]:  # fmt: skip
         from .model.generation import streaming
 
         started = time.perf_counter()
@@ -371,6 +387,8 @@ class AdaptiveMoE(Closable):
                 decisions = self._route([Query(p, signals=s) for p, s in zip(prompts, base_signals, strict=True)])
         if forced is not None:
             decisions = [_forced_decision(d, forced) for d in decisions]
+        if on_route is not None:  # a streaming server sends the route before the answer's tokens
+            on_route(decisions)
         outputs = self._complete(prompts, decisions, base_signals, generation, timings, streamed, stream is None,
                                  forced is not None)  # fmt: skip
         timings["total"] = (time.perf_counter() - started) * 1000

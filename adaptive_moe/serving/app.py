@@ -338,7 +338,19 @@ def create_app(target: Any, config: ServeConfig | None = None, *, api_key: str |
             return JSONResponse(reply.body, status_code=reply.status, headers={**reply.headers, REQUEST_ID: request_id})
         if reply.confidence is not None:
             metrics.confidence.observe(reply.confidence)
-        metrics.requests.labels("chat" if chat else "completions", reply.route, "200").inc()
+        endpoint = "chat" if chat else "completions"
+        if reply.stream is not None:  # tokens follow the generation; counted once the stream ends
+
+            async def followed():
+                async for event in reply.stream:
+                    yield event
+                metrics.requests.labels(endpoint, reply.route, "200").inc()
+                metrics.latency.labels(reply.route).observe(time.perf_counter() - started)
+
+            logger.info("request %s: route %s, streamed as generated", request_id, reply.route)
+            headers = {"Cache-Control": "no-cache", REQUEST_ID: request_id}
+            return StreamingResponse(followed(), media_type="text/event-stream", headers=headers)
+        metrics.requests.labels(endpoint, reply.route, "200").inc()
         metrics.latency.labels(reply.route).observe(time.perf_counter() - started)
         logger.info("request %s: route %s, %d tokens%s", request_id, reply.route, reply.tokens,
                     f", replica {reply.replica}" if reply.replica else "")  # fmt: skip

@@ -19,6 +19,7 @@ from typing import Any
 from ..config import ServeConfig
 from ..errors import AdaptiveMoEError, InvalidInputError, UnknownNameError
 from .batcher import Batcher, Job, QueueFullError
+from .live import LiveStream
 from .responses import (
     APIError,
     bad_request,
@@ -55,6 +56,7 @@ class Reply:
     status: int
     body: dict[str, Any] | None = None
     events: list[str] | None = None
+    stream: Any = None  # an async iterator of server-sent events, made as the answer is generated (local only)
     route: str | None = None
     confidence: float | None = None
     tokens: int = 0
@@ -158,18 +160,33 @@ class LocalBackend:
         """What ``GET /health`` shows besides the status."""
         return {"base": self.moe.base.name, "experts": self.expert_names(), "waiting": self.waiting}
 
+    def streams_live(self, call: Call) -> bool:
+        """Whether ``call``'s tokens are sent as they are generated: a stream whose text cannot change once
+        generated, so that it equals the same request answered without streaming. That holds for an expert
+        asked by name (never replaced) or with ``integrator.on_low_confidence: best`` (a weak answer is
+        flagged, not replaced by an abstention); not with log-probabilities or stop strings (they are
+        settled at the end). Every other stream is sent once the answer is complete."""
+        if not (call.options["stream"] and self.config.stream_live) or call.options["logprobs"]:
+            return False
+        if call.settings.get("stop"):
+            return False
+        return bool(call.experts) or self.moe.config.integrator.on_low_confidence == "best"
+
     async def answer(self, call: Call, disconnected: Any = _never) -> Reply:
         """Answer ``call`` through the batcher. ``disconnected`` (an async callable) is polled while the
         call waits: a client that left is dropped from its batch, or stops the batch if it was the last."""
         if self.batcher is None:
             raise AdaptiveMoEError("the backend is not started")
-        job = Job(call.prompt, call.settings, call.experts, call.request_id,
+        live = LiveStream(self.moe.base.tokenizer) if self.streams_live(call) else None
+        job = Job(call.prompt, call.settings, call.experts, call.request_id, live=live,
                   check=lambda: check_length(self.moe, call.prompt, call.settings))  # fmt: skip
         try:
             self.batcher.submit(job)
         except QueueFullError as e:
             return Reply.error(APIError(503, str(e), type_="server_error", code="overloaded",
                                         headers={"Retry-After": "1"}))  # fmt: skip
+        if live is not None:
+            return await self._live(call, job, live, disconnected)
         future = asyncio.wrap_future(job.future)
         try:
             while True:
@@ -199,3 +216,32 @@ class LocalBackend:
         reply = reply_for(out, call, self.moe.base.tokenizer, int(job.checked or 0))
         logger.debug("request %s rendered in %.3f s", call.request_id, time.perf_counter() - started)
         return reply
+
+    async def _live(self, call: Call, job: Job, live: LiveStream, disconnected: Any) -> Reply:
+        """Wait for the route (or a refusal), then reply with a stream that follows the generation."""
+        while (first := live.poll()) is None:
+            if await disconnected():
+                job.cancelled.set()
+                return Reply.error(APIError(499, "client closed the request", type_="cancelled",
+                                            code="client_closed"))  # fmt: skip
+            await asyncio.sleep(0.01)
+        event, value = first
+        if event != "route":  # refused or failed before routing: an ordinary error reply
+            return _error_of(job)
+        stream = live.events(value, job.future, call, tokenizer=self.moe.base.tokenizer,
+                             prompt_tokens=lambda: job.checked, cancelled=job.cancelled)  # fmt: skip
+        return Reply(200, stream=stream, route=value.route, confidence=value.confidence)
+
+
+def _error_of(job: Job) -> Reply:
+    """The error reply of a job the worker refused or failed."""
+    try:
+        job.future.result(timeout=5)
+    except APIError as e:
+        return Reply.error(e)
+    except (InvalidInputError, UnknownNameError) as e:
+        return Reply.error(bad_request(str(e)))
+    except Exception as e:  # noqa: BLE001 - cancelled, or any library error: the server is not to blame the client
+        return Reply.error(APIError(503, str(e) or type(e).__name__, type_="server_error", code="unavailable"))
+    return Reply.error(APIError(503, "the answer ended before it was routed", type_="server_error",
+                                code="unavailable"))  # fmt: skip

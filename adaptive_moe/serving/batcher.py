@@ -6,7 +6,9 @@ generation settings and forced experts (a batch shares both), and answers each g
 :meth:`AdaptiveMoE.generate` call: one base pass for the whole group, then one pass per expert the
 router chose (requests bound for different experts share the batch). A full queue refuses at once
 (the server answers 503 with ``Retry-After``); a request whose client went away before its batch
-started is dropped, and a batch whose clients have all gone away stops generating at the next token.
+started is dropped, and a batch whose clients have all gone away stops generating at the next token. A
+streamed request (without log-probabilities or stop strings) is answered alone, its tokens handed to its
+handler as they are generated (:mod:`adaptive_moe.serving.live`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class Job:
     request_id: str
     check: Any = None  # called by the worker before answering (it owns the tokenizer); raises to refuse
     checked: Any = None  # what ``check`` returned
+    live: Any = None  # a LiveStream: the request is streamed as it is generated (answered alone)
     future: Future = field(default_factory=Future)
     cancelled: threading.Event = field(default_factory=threading.Event)
     enqueued: float = field(default_factory=time.perf_counter)
@@ -121,23 +124,49 @@ class Batcher:
                 except Exception:
                     logger.exception("before_batch failed")
             groups: dict[Any, list[Job]] = {}
+            live: list[Job] = []
             for job in batch:
                 if job.cancelled.is_set():
                     job.future.cancel()
+                    _finish(job)
                     continue
                 if job.check is not None:
                     try:
                         job.checked = job.check()
                     except BaseException as e:  # noqa: BLE001 - the request's handler answers it
                         _settle(job, error=e)
+                        _finish(job)
                         continue
-                groups.setdefault(job.key, []).append(job)
+                if job.live is not None:
+                    live.append(job)
+                else:
+                    groups.setdefault(job.key, []).append(job)
             self._busy.set()
             try:
                 for jobs in groups.values():
                     self._answer(jobs)
+                for job in live:
+                    self._answer_live(job)
             finally:
                 self._busy.clear()
+
+    def _answer_live(self, job: Job) -> None:
+        """Answer one streamed request alone, its tokens handed to its handler as they are generated."""
+        started = time.perf_counter()
+        try:
+            with cancellable(job.cancelled.is_set):
+                out = self.moe.answer_streamed(job.prompt, job.live.streamer, on_route=job.live.route,
+                                               experts=list(job.experts or []) or None, request_id=job.request_id,
+                                               **job.settings)  # fmt: skip
+        except BaseException as e:  # noqa: BLE001 - handed to the request's handler, which answers it
+            logger.warning("a streamed request failed: %s", e)
+            _settle(job, error=e)
+        else:
+            if self.on_batch is not None:
+                self.on_batch(1, time.perf_counter() - started)
+            _settle(job, result=out)
+        finally:
+            _finish(job)
 
     def _answer(self, jobs: list[Job]) -> None:
         started = time.perf_counter()
@@ -155,6 +184,11 @@ class Batcher:
             self.on_batch(len(jobs), time.perf_counter() - started)
         for j, out in zip(jobs, outputs, strict=True):
             _settle(j, result=out)
+
+
+def _finish(job: Job) -> None:
+    if job.live is not None:
+        job.live.finish()
 
 
 def _settle(job: Job, result: Any = None, error: BaseException | None = None) -> None:

@@ -314,3 +314,38 @@ def test_an_abstention_streams_and_counts_like_its_plain_answer(tmp_path, tiny_l
     finally:
         server.stop()
         moe.close()
+
+
+def test_an_expert_asked_by_name_streams_its_tokens_as_they_are_generated(tmp_path, tiny_llama_dir, tiny_base):
+    import json as json_
+
+    moe = _moe(tmp_path, tiny_llama_dir, tiny_base)
+    app = create_app(moe, api_key="")
+    server = Server(app)
+    messages = [{"role": "user", "content": "Who founded the Kovane guild?"}]
+    try:
+        plain = _client(server).chat.completions.create(model="alpha", messages=messages, max_tokens=120)
+        body = {"model": "alpha", "messages": messages, "max_tokens": 120, "stream": True,
+                "stream_options": {"include_usage": True}}  # fmt: skip
+        events, busy_at_first_token = [], None
+        with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=60) as r:
+            assert r.status_code == 200
+            for line in r.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                events.append(json_.loads(line[6:]))
+                if busy_at_first_token is None and events[-1]["choices"] and events[-1]["choices"][0]["delta"].get(
+                        "content"):  # fmt: skip
+                    busy_at_first_token = app.state.batcher.busy  # the model is still generating the rest
+        first = events[0]
+        assert first["adaptive_moe"]["route"] == "expert" and "attribution" not in first["adaptive_moe"]
+        text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+        assert text == plain.choices[0].message.content  # the same answer as without streaming
+        final = [e for e in events if e["choices"] and e["choices"][0]["finish_reason"]][-1]
+        assert final["adaptive_moe"]["experts"] == [{"name": "alpha", "weight": 1.0}]
+        assert "attribution" in final["adaptive_moe"]  # the whole object once the answer is complete
+        assert events[-1]["usage"]["completion_tokens"] == plain.usage.completion_tokens
+        assert busy_at_first_token or plain.usage.completion_tokens < 20
+    finally:
+        server.stop()
+        moe.close()
