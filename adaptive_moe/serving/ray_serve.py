@@ -229,7 +229,10 @@ def serve_ray(config: AdaptiveMoEConfig, replicas: int | None = None, address: s
         if address:
             ray.init(address=address)
         else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1")
+            # on a small, busy machine Serve's HTTP proxy can take longer than its default 5 s readiness check
+            # (three misses and it is killed): give it room on the Ray this command starts
+            os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
             started_ray = True
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
