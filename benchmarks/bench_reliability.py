@@ -13,7 +13,8 @@ id), printing an acknowledgement once each returns. After ``READY`` the parent w
 - a new import and a new gap record succeed at once (no lock or temporary left by the dead writer
   blocks the next one).
 
-Several workspaces are reused across trials (state accumulates, as in a long-lived deployment).
+The trials take turns on ``--workspaces`` workspaces (state accumulates over 5 trials each by default,
+as in a long-lived deployment; every check verifies every version, so more would mostly time the checks).
 
     python benchmarks/bench_reliability.py --trials 200     # ~15 minutes on 2 cores
     python benchmarks/bench_reliability.py --trials 5 --out /tmp/r
@@ -180,9 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--max-delay", type=float, default=1.5, help="latest kill after READY, seconds")
+    parser.add_argument("--workspaces", type=int, default=40, help="workspaces the trials take turns on")
     add_run_arguments(parser)
     args = parser.parse_args(argv)
-    result = run(args.trials, args.max_delay)
+    result = run(args.trials, args.max_delay, args.workspaces)
     result.update(machine=machine_info(args.threads), command=command_line(__file__, argv))
     broken = [r for r in result["trials"] if r["violations"]]
     lines = [

@@ -21,6 +21,7 @@ Writes ``scale.{json,md,png}`` under ``--out`` (default: benchmarks/results).
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -137,6 +138,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             server.stop()
     del base  # the replicas load their own
 
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -3,6 +3,7 @@ model, the real `openai` client over HTTP."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -36,6 +37,7 @@ def served(tmp_path_factory, tiny_llama_dir, tiny_base):
     with AdaptiveMoE(cfg, base=tiny_base) as moe:
         moe.add_expert(make_random_adapter(tiny_base.model, tmp / "alpha", seed=1), "alpha",
                        questions=["Who founded the Kovane guild?"])  # fmt: skip
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")  # a busy 2-core machine starts it slowly
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = free_port()
     try:
