@@ -377,11 +377,11 @@ def generate_with_signals(
     if quotes is not None and len(quotes) != len(items):
         raise InvalidInputError(f"quotes: one list of texts per prompt ({len(items)}), got {len(quotes)}")
     out: list[GenerationSignals] = []
+    eos = base.model.generation_config.eos_token_id  # what build_generate_kwargs passes as eos_token_id
     for start in range(0, len(items), generation.batch_size):
         chunk = items[start : start + generation.batch_size]
         processors = list(logits_processor or [])
         if quotes is not None:
-            eos = build_generate_kwargs(base, generation)["eos_token_id"]
             processors.append(QuoteConstraint(base.tokenizer, quotes[start : start + len(chunk)], eos))
         out.extend(_generate_batch(base, chunk, generation, generate_fn, processors or None, streamer))
     return out

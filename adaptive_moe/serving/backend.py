@@ -11,6 +11,7 @@ processes as it is.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 from dataclasses import dataclass, field
@@ -67,6 +68,24 @@ class Reply:
     def error(cls, e: APIError) -> Reply:
         """The OpenAI error reply for ``e``."""
         return cls(e.status, body=e.body(), headers=dict(e.headers))
+
+    @classmethod
+    def client_closed(cls) -> Reply:
+        """The reply of a request whose client went away (499, never sent)."""
+        return cls.error(APIError(499, "client closed the request", type_="cancelled", code="client_closed"))
+
+    @classmethod
+    def failure(cls, e: BaseException) -> Reply:
+        """The reply for what answering raised: an :class:`APIError` as it is, bad input (the library's
+        :class:`InvalidInputError` / :class:`UnknownNameError`) 400, a cancelled request 499, anything
+        else 503 (the server's trouble, not the client's)."""
+        if isinstance(e, APIError):
+            return cls.error(e)
+        if isinstance(e, (InvalidInputError, UnknownNameError)):
+            return cls.error(bad_request(str(e)))
+        if isinstance(e, (asyncio.CancelledError, concurrent.futures.CancelledError)):
+            return cls.client_closed()
+        return cls.error(APIError(503, str(e) or type(e).__name__, type_="server_error", code="unavailable"))
 
 
 def reply_for(out: Any, call: Call, tokenizer: Any, prompt_tokens: int) -> Reply:
@@ -201,17 +220,11 @@ class LocalBackend:
             raise
         if job.cancelled.is_set() and not future.done():
             future.cancel()
-            return Reply.error(APIError(499, "client closed the request", type_="cancelled", code="client_closed"))
+            return Reply.client_closed()
         try:
             out = future.result()
-        except APIError as e:
-            return Reply.error(e)
-        except asyncio.CancelledError:
-            return Reply.error(APIError(499, "the request was cancelled", code="client_closed"))
-        except (InvalidInputError, UnknownNameError) as e:
-            return Reply.error(bad_request(str(e)))
-        except AdaptiveMoEError as e:
-            return Reply.error(APIError(503, str(e), type_="server_error", code="unavailable"))
+        except (asyncio.CancelledError, AdaptiveMoEError, APIError) as e:
+            return Reply.failure(e)
         started = time.perf_counter()
         reply = reply_for(out, call, self.moe.base.tokenizer, int(job.checked or 0))
         logger.debug("request %s rendered in %.3f s", call.request_id, time.perf_counter() - started)
@@ -222,8 +235,7 @@ class LocalBackend:
         while (first := live.poll()) is None:
             if await disconnected():
                 job.cancelled.set()
-                return Reply.error(APIError(499, "client closed the request", type_="cancelled",
-                                            code="client_closed"))  # fmt: skip
+                return Reply.client_closed()
             await asyncio.sleep(0.01)
         event, value = first
         if event != "route":  # refused or failed before routing: an ordinary error reply
@@ -234,14 +246,9 @@ class LocalBackend:
 
 
 def _error_of(job: Job) -> Reply:
-    """The error reply of a job the worker refused or failed."""
+    """The error reply of a job the worker refused or failed before routing it."""
     try:
         job.future.result(timeout=5)
-    except APIError as e:
-        return Reply.error(e)
-    except (InvalidInputError, UnknownNameError) as e:
-        return Reply.error(bad_request(str(e)))
-    except Exception as e:  # noqa: BLE001 - cancelled, or any library error: the server is not to blame the client
-        return Reply.error(APIError(503, str(e) or type(e).__name__, type_="server_error", code="unavailable"))
-    return Reply.error(APIError(503, "the answer ended before it was routed", type_="server_error",
-                                code="unavailable"))  # fmt: skip
+    except BaseException as e:  # noqa: BLE001 - every failure is answered, none is raised into the server
+        return Reply.failure(e)
+    return Reply.failure(AdaptiveMoEError("the answer ended before it was routed"))

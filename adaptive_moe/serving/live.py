@@ -11,9 +11,7 @@ in the first chunk, one chunk per token, then the finish reason with the whole `
 from __future__ import annotations
 
 import asyncio
-import json
 import queue
-import time
 from typing import Any
 
 __all__ = ["LiveStream"]
@@ -93,50 +91,32 @@ class LiveStream:
     async def events(self, first: Any, future: Any, call: Any, *, tokenizer: Any, prompt_tokens: Any,
                      on_done: Any = None, cancelled: Any = None):  # fmt: skip
         """The server-sent events of ``call``'s answer: ``first`` is the decision already read."""
-        from .responses import adaptive_fields, stream_pieces, usage_of
+        from .responses import ChunkWriter, adaptive_fields, stream_pieces, usage_of
 
-        created = int(time.time())
-        kind = "chat.completion.chunk" if call.chat else "text_completion"
-        ident = f"chatcmpl-{call.request_id}" if call.chat else f"cmpl-{call.request_id}"
-
-        def chunk(delta: Any, finish: str | None = None, **extra: Any) -> str:
-            choice = ({"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None} if call.chat
-                      else {"index": 0, "text": delta, "finish_reason": finish, "logprobs": None})  # fmt: skip
-            body = {"id": ident, "object": kind, "created": created, "model": call.model, "choices": [choice], **extra}
-            return f"data: {json.dumps(body)}\n\n"
-
-        def content(text: str) -> str:
-            return chunk({"content": text} if call.chat else text)
-
+        writer = ChunkWriter(call.request_id, call.model, call.chat)
         route = {"route": first.route, "confidence": first.confidence,
                  "experts": [{"name": n, "weight": w} for n, w in first.experts], "reason": first.reason}  # fmt: skip
         streamed: list[str] = []
         try:
-            yield chunk({"role": "assistant", "content": ""} if call.chat else "", adaptive_moe=route)
+            yield writer.start(route)
             while True:
                 event, value = await self.next()
                 if event == "end":
                     break
                 if event == "piece":
                     streamed.append(value)
-                    yield content(value)
+                    yield writer.content(value)
             out = await asyncio.wrap_future(future)
             sent = "".join(streamed)
             if not sent:  # nothing was generated token by token for this answer (a post-mode base answer)
                 for piece, _ in stream_pieces(out, tokenizer):
-                    yield content(piece)
+                    yield writer.content(piece)
             elif out.text.startswith(sent) and len(out.text) > len(sent):
-                yield content(out.text[len(sent) :])
-            finish = {"eos": "stop", "stop": "stop", "length": "length"}.get(
-                getattr(out.signals, "finish_reason", "eos"), "stop"
-            )
-            yield chunk({} if call.chat else "", finish=finish, adaptive_moe=adaptive_fields(out))
+                yield writer.content(out.text[len(sent) :])
+            yield writer.end(out, adaptive_moe=adaptive_fields(out))
             if call.options["include_usage"]:
-                usage = usage_of(out, int(prompt_tokens() or 0), tokenizer)
-                body = {"id": ident, "object": kind, "created": created, "model": call.model, "choices": [],
-                        "usage": usage}  # fmt: skip
-                yield f"data: {json.dumps(body)}\n\n"
-            yield "data: [DONE]\n\n"
+                yield writer.usage(usage_of(out, int(prompt_tokens() or 0), tokenizer))
+            yield writer.done
             if on_done is not None:
                 on_done(out)
         finally:  # the client went away mid-stream (or the stream ended): stop generating for nobody

@@ -99,8 +99,7 @@ class RayBackend:
                     if disconnected is not None and await disconnected():
                         response.cancel()
                         task.cancel()
-                        return Reply.error(APIError(499, "client closed the request", type_="cancelled",
-                                                    code="client_closed"))  # fmt: skip
+                        return Reply.client_closed()
             except (ActorDiedError, ActorUnavailableError, RayActorError) as e:
                 logger.warning("request %s: replica lost (%s); attempt %d of %d", call.request_id,
                                type(e).__name__, attempt + 1, RETRIES + 1)  # fmt: skip
@@ -143,8 +142,7 @@ def _model_deployment(config: AdaptiveMoEConfig, replicas: int):
 
         def _load(self, expert: str) -> None:
             self.loads += 1
-            with self.moe.pool.acquire([expert]):
-                pass
+            self.moe.pool.prefetch([expert])
 
         async def answer(self, call: Call) -> Reply:
             """Answer one call through this replica's batcher."""

@@ -118,7 +118,8 @@ def stream_pieces(out: Any, tokenizer: Any, top: int = 0) -> list[tuple[str, lis
     return pieces
 
 
-def _finish(out: Any) -> str:
+def finish_reason(out: Any) -> str:
+    """The OpenAI finish reason of an answer (``stop`` or ``length``)."""
     return _FINISH.get(getattr(out.signals, "finish_reason", "eos"), "stop")
 
 
@@ -126,7 +127,7 @@ def chat_response(out: Any, request_id: str, model: str, logprobs: bool, usage: 
                   tokenizer: Any = None, top: int = 0) -> dict[str, Any]:  # fmt: skip
     """A ``chat.completion`` object."""
     choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": out.text},
-                              "finish_reason": _finish(out), "logprobs": None}  # fmt: skip
+                              "finish_reason": finish_reason(out), "logprobs": None}  # fmt: skip
     if logprobs:
         choice["logprobs"] = _chat_logprobs(_token_logprobs(out, tokenizer, top))
     return {"id": f"chatcmpl-{request_id}", "object": "chat.completion", "created": int(time.time()), "model": model,
@@ -136,39 +137,64 @@ def chat_response(out: Any, request_id: str, model: str, logprobs: bool, usage: 
 def completion_response(out: Any, request_id: str, model: str, logprobs: bool, usage: dict[str, int], *,
                         tokenizer: Any = None, top: int = 0) -> dict[str, Any]:  # fmt: skip
     """A ``text_completion`` object."""
-    choice: dict[str, Any] = {"index": 0, "text": out.text, "finish_reason": _finish(out), "logprobs": None}
+    choice: dict[str, Any] = {"index": 0, "text": out.text, "finish_reason": finish_reason(out), "logprobs": None}
     if logprobs:
         choice["logprobs"] = _completion_logprobs(_token_logprobs(out, tokenizer, top))
     return {"id": f"cmpl-{request_id}", "object": "text_completion", "created": int(time.time()), "model": model,
             "choices": [choice], "usage": usage, "adaptive_moe": adaptive_fields(out)}  # fmt: skip
 
 
+class ChunkWriter:
+    """The server-sent events of one streamed answer: chunks that share its id, kind and creation time."""
+
+    def __init__(self, request_id: str, model: str, chat: bool) -> None:
+        self.model, self.chat, self.created = model, chat, int(time.time())
+        self.kind = "chat.completion.chunk" if chat else "text_completion"
+        self.ident = f"chatcmpl-{request_id}" if chat else f"cmpl-{request_id}"
+
+    def _event(self, choices: list[dict[str, Any]], **extra: Any) -> str:
+        body = {"id": self.ident, "object": self.kind, "created": self.created, "model": self.model,
+                "choices": choices, **extra}  # fmt: skip
+        return f"data: {json.dumps(body)}\n\n"
+
+    def chunk(self, delta: Any, finish: str | None = None, lp: Any = None, **extra: Any) -> str:
+        """One chunk: ``delta`` (chat: a dict; completions: text), its finish reason and log-probs."""
+        key = "delta" if self.chat else "text"
+        return self._event([{"index": 0, key: delta, "finish_reason": finish, "logprobs": lp}], **extra)
+
+    def start(self, fields: dict[str, Any]) -> str:
+        """The first chunk: the role, and the ``adaptive_moe`` object ``fields``."""
+        return self.chunk({"role": "assistant", "content": ""} if self.chat else "", adaptive_moe=fields)
+
+    def content(self, text: str, lp: Any = None) -> str:
+        """A chunk of answer text."""
+        return self.chunk({"content": text} if self.chat else text, lp=lp)
+
+    def end(self, out: Any, **extra: Any) -> str:
+        """The chunk with the answer's finish reason."""
+        return self.chunk({} if self.chat else "", finish=finish_reason(out), **extra)
+
+    def usage(self, usage: dict[str, int]) -> str:
+        """The usage chunk (no choices)."""
+        return self._event([], usage=usage)
+
+    done = "data: [DONE]\n\n"
+
+
 def stream_events(out: Any, request_id: str, model: str, *, chat: bool, logprobs: bool,
                   usage: dict[str, int] | None, pieces: list[tuple[str, list[tuple[str, float, list]]]]):  # fmt: skip
     """The server-sent events of a streamed answer: the route first, then ``pieces`` (see
     :func:`stream_pieces`), the finish reason, the usage (when asked), ``[DONE]``."""
-    created = int(time.time())
-    kind = "chat.completion.chunk" if chat else "text_completion"
-    ident = f"chatcmpl-{request_id}" if chat else f"cmpl-{request_id}"
-
-    def chunk(delta: Any, finish: str | None = None, lp: Any = None, **extra: Any) -> str:
-        if chat:
-            choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": lp}
-        else:
-            choice = {"index": 0, "text": delta, "finish_reason": finish, "logprobs": lp}
-        body = {"id": ident, "object": kind, "created": created, "model": model, "choices": [choice], **extra}
-        return f"data: {json.dumps(body)}\n\n"
-
-    yield chunk({"role": "assistant", "content": ""} if chat else "", adaptive_moe=adaptive_fields(out))
+    writer = ChunkWriter(request_id, model, chat)
+    yield writer.start(adaptive_fields(out))
     offset = 0
     for piece, held in pieces:
         lps = None
         if logprobs:
             lps = _chat_logprobs(held) if chat else _completion_logprobs(held, offset)
         offset += len(piece)
-        yield chunk({"content": piece} if chat else piece, lp=lps)
-    yield chunk({} if chat else "", finish=_finish(out))
+        yield writer.content(piece, lp=lps)
+    yield writer.end(out)
     if usage is not None:
-        body = {"id": ident, "object": kind, "created": created, "model": model, "choices": [], "usage": usage}
-        yield f"data: {json.dumps(body)}\n\n"
-    yield "data: [DONE]\n\n"
+        yield writer.usage(usage)
+    yield writer.done
