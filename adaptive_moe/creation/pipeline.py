@@ -131,7 +131,7 @@ def create_expert(
     """
     from .data import build_training_data
     from .evaluation import evaluate_candidate
-    from .training import log_run_summary, process_rank, train_lora, world_size
+    from .training import log_run_summary, process_rank, train_lora, wait_for_everyone, world_size
 
     validate_expert_name(name)
     if name in moe.experts and not new_version:
@@ -191,17 +191,20 @@ def create_expert(
     work = moe.config.workspace_path(WORK_DIR) / name
     key = hashlib.sha256(json.dumps([data.sha256, lora.to_dict(), moe.base.fingerprint, cfg.to_dict()],
                                     sort_keys=True, default=str).encode()).hexdigest()  # fmt: skip
-    state = _read_state(work)
     resumed: list[str] = []
-    if state.get("key") != key or not resume:
-        if work.exists():
-            logger.info("expert %s: starting over (inputs or settings changed since the last run)", name)
-            shutil.rmtree(work)
-        work.mkdir(parents=True)
-        state = {"key": key, "stages": []}
-        _write_state(work, state)
-    atomic_write_text(work / "data.json", json.dumps({"stats": data.stats, "sha256": data.sha256,
-                                                      "heldout": data.heldout}, indent=1))  # fmt: skip
+    if process_rank() == 0:  # under accelerate launch, process 0 alone prepares the work folder
+        state = _read_state(work)
+        if state.get("key") != key or not resume:
+            if work.exists():
+                logger.info("expert %s: starting over (inputs or settings changed since the last run)", name)
+                shutil.rmtree(work)
+            work.mkdir(parents=True)
+            state = {"key": key, "stages": []}
+            _write_state(work, state)
+        atomic_write_text(work / "data.json", json.dumps({"stats": data.stats, "sha256": data.sha256,
+                                                          "heldout": data.heldout}, indent=1))  # fmt: skip
+    wait_for_everyone()  # the others read the state process 0 wrote
+    state = _read_state(work)
 
     adapter = work / "adapter"
     t = time.perf_counter()
@@ -210,12 +213,14 @@ def create_expert(
         resumed.append("train")
         logger.info("expert %s: resuming, the adapter trained by an earlier run is in %s", name, adapter)
     else:
-        if adapter.exists():
+        if adapter.exists() and process_rank() == 0:
             shutil.rmtree(adapter)
+        wait_for_everyone()
         if reader is not None:
             from .reader import copy_reader
 
-            copy_reader(reader, adapter)
+            if process_rank() == 0:
+                copy_reader(reader, adapter)
         else:
             with moe.base.lock:
                 moe.pool.clear()  # training attaches its own LoRA: the pool's experts come back on demand

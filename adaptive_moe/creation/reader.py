@@ -81,7 +81,7 @@ def train_reader(base: Any, output_dir: str | Path, examples: list[tuple[str, st
                  note: dict[str, Any] | None = None) -> Path:  # fmt: skip
     """Train a reader for ``base`` on ``examples`` (default: :func:`synthetic_reading_examples`) and write
     it to ``output_dir`` (a PEFT adapter folder plus ``fit.json`` naming the base it was fitted on)."""
-    from .training import train_lora
+    from .training import process_rank, train_lora, wait_for_everyone
 
     examples = examples if examples is not None else synthetic_reading_examples()
     lora = lora or READER_LORA
@@ -94,14 +94,18 @@ def train_reader(base: Any, output_dir: str | Path, examples: list[tuple[str, st
         )
     output_dir = Path(output_dir)
     tmp = output_dir.with_name(output_dir.name + ".training")
-    shutil.rmtree(tmp, ignore_errors=True)
+    if process_rank() == 0:  # under accelerate launch, process 0 alone touches the folders
+        shutil.rmtree(tmp, ignore_errors=True)
+    wait_for_everyone()
     with base.lock:
         train_lora(base, examples, tmp, lora=lora, max_steps=steps, overwrite=True, progress=progress)
-    manifest = {"base_fingerprint": base.fingerprint, "base_name": base.name, "examples": len(examples),
-                "steps": steps, "lora": lora.to_dict(), **(note or {})}  # fmt: skip
-    atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2, default=str))
-    shutil.rmtree(output_dir, ignore_errors=True)
-    tmp.rename(output_dir)
+    if process_rank() == 0:
+        manifest = {"base_fingerprint": base.fingerprint, "base_name": base.name, "examples": len(examples),
+                    "steps": steps, "lora": lora.to_dict(), **(note or {})}  # fmt: skip
+        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2, default=str))
+        shutil.rmtree(output_dir, ignore_errors=True)
+        tmp.rename(output_dir)
+    wait_for_everyone()
     return output_dir
 
 

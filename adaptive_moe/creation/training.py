@@ -472,6 +472,14 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
+def wait_for_everyone() -> None:
+    """Hold until every process under ``accelerate launch`` gets here (nothing when not distributed)."""
+    if world_size() > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+
+
 def tracker_callbacks(report_to: str, run_dir: Path) -> list[Any]:
     """The callbacks that make the Trainer report to ``report_to``, offline under ``run_dir``.
 

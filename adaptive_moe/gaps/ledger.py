@@ -103,6 +103,7 @@ _COLUMNS = [GAPS.c[n] for n in ("id", "query", "created", "confidence", "best_ex
                                 "embedding", "resolved_by", "resolved_at", "request_id")]  # fmt: skip
 _CHUNK = 500  # ids per IN (...) clause, well under SQLite's variable limit
 _LOCK_KEY = zlib.crc32(APPLICATION.encode())  # PostgreSQL advisory lock around creating and migrating
+_SQLITE_TIMEOUT = 30.0  # seconds a SQLite connection waits for another process's lock
 
 
 def is_database_url(target: Any) -> bool:
@@ -132,7 +133,7 @@ def _engine_for(url: str) -> Engine:
         if database in ("", ":memory:"):
             engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
         else:
-            engine = create_engine(parsed, connect_args={"timeout": 30.0, "check_same_thread": False})
+            engine = create_engine(parsed, connect_args={"timeout": _SQLITE_TIMEOUT, "check_same_thread": False})
         _sqlite_settings(engine, database not in ("", ":memory:"))
         return engine
     raise InvalidInputError(
@@ -150,7 +151,7 @@ def _sqlite_settings(engine: Engine, on_disk: bool) -> None:
         dbapi_conn.isolation_level = None  # no implicit transactions: the "begin" hook below starts them
         cur = dbapi_conn.cursor()
         try:
-            mode = cur.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = _journal_mode_wal(cur)
             if on_disk and mode != "wal":  # e.g. a file system without shared memory
                 logger.warning("gap ledger: journal mode %s, not WAL", mode)
             cur.execute("PRAGMA synchronous=FULL")  # WAL + FULL: a committed record survives a power cut
@@ -160,6 +161,27 @@ def _sqlite_settings(engine: Engine, on_disk: bool) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("ledger_write") else "BEGIN")
+
+
+def _journal_mode_wal(cur: Any, wait: float = _SQLITE_TIMEOUT) -> str:
+    """``PRAGMA journal_mode=WAL``, waiting up to ``wait`` seconds for the lock it needs.
+
+    SQLite answers "database is locked" at once, without its busy handler, when another connection holds
+    a write lock on a database still in rollback mode: two processes opening a new ledger together met
+    this (found by the two-process training test). Retrying until the other connection commits is safe:
+    the pragma changes nothing until it succeeds."""
+    import sqlite3
+
+    deadline = time.monotonic() + wait
+    delay = 0.005
+    while True:
+        try:
+            return str(cur.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+        except sqlite3.OperationalError as e:
+            if ("locked" not in str(e) and "busy" not in str(e)) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 def _iso(t: float | None) -> str | None:

@@ -205,6 +205,24 @@ def test_threads_record_concurrently(tmp_path):
                                                                     for i in range(25))  # fmt: skip
 
 
+def test_opening_waits_for_a_writer_of_a_ledger_still_in_rollback_mode(tmp_path):
+    # SQLite refuses `PRAGMA journal_mode=WAL` at once ("database is locked", no busy wait) while another
+    # connection holds a write lock in rollback mode: two processes opening a new ledger together met it
+    path = tmp_path / "gaps.sqlite"
+    GapLedger(path).close()
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    assert other.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
+    other.execute("BEGIN IMMEDIATE")  # the write lock, held for 0.5 s
+    threading.Timer(0.5, lambda: other.execute("COMMIT")).start()
+    started = time.monotonic()
+    with GapLedger(path) as ledger:
+        assert time.monotonic() - started >= 0.4  # it waited for the lock rather than failing
+        assert ledger.journal_mode == "wal"
+        ledger.record("after the wait")
+        assert ledger.count() == 1
+    other.close()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
