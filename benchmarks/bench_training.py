@@ -6,12 +6,23 @@ curve); then the paired comparison on the general check set, base against the ex
 
 Writes ``training.json``, ``training.md`` and ``training.png`` under ``--out``. Evaluation pauses
 are excluded from the training minutes.
+
+One process against several (``accelerate launch``, DDP): ``--processes 1,2`` creates the same expert
+from the same documents with ``adaptive-moe create-expert --processes N`` (the embedded model,
+``creation.method: rules``, so that a LoRA is trained) for each N, ``--rounds`` times, alternating, and
+writes ``training_processes.json`` / ``.md``: seconds per optimizer step, training and total time,
+final loss and the admission result, as medians, with the ratio to one process.
+
+    python benchmarks/bench_training.py --processes 1,2 --rounds 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +36,7 @@ import torch
 from transformers import TrainerCallback
 
 from adaptive_moe import load_base_model
-from adaptive_moe.config import LoRASettings
+from adaptive_moe.config import AdaptiveMoEConfig, LoRASettings
 from adaptive_moe.creation import (
     evaluate_qa,
     general_knowledge_questions,
@@ -33,6 +44,7 @@ from adaptive_moe.creation import (
     paired_comparison,
     train_lora,
 )
+from adaptive_moe.creation.training import TRAINING_RECORD
 from benchmarks.common import add_run_arguments, command_line, machine_info, pyplot, write_json_and_markdown
 
 
@@ -86,8 +98,12 @@ def main(argv=None) -> int:
     parser.add_argument("--top-layers", type=float, default=None, help="override LoRASettings().top_layers")
     parser.add_argument("--eval-every", type=int, default=20, help="steps between curve points")
     parser.add_argument("--curve-questions", type=int, default=50)
+    parser.add_argument("--processes", default=None, help="compare creation in N processes, e.g. 1,2 (see above)")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each process count (with --processes)")
     add_run_arguments(parser)
     args = parser.parse_args(argv)
+    if args.processes:
+        return compare_processes(args, argv)
     torch.set_num_threads(args.threads)
 
     base = load_base_model(device="cpu")
@@ -134,6 +150,94 @@ def main(argv=None) -> int:
     }  # fmt: skip
     write_report(result, Path(args.out))
     print((Path(args.out) / "training.md").read_text())
+    return 0
+
+
+def _create_in(processes: int, folder: Path, documents: list[Path], epochs: float) -> dict:
+    """``adaptive-moe create-expert`` in ``processes`` processes on a fresh workspace; what it reported."""
+    folder.mkdir(parents=True)
+    cfg = AdaptiveMoEConfig().replace(
+        workspace=str(folder / "ws"),
+        **{"creation.method": "rules", "creation.lora.epochs": epochs, "creation.lora.min_steps": 0},
+    )
+    config = folder / "config.yaml"
+    config.write_text(cfg.to_yaml())
+    command = [sys.executable, "-m", "adaptive_moe.cli", "create-expert", "domain", "--config", str(config),
+               "--docs", *map(str, documents), "--quiet", "--json", "--processes", str(processes)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // processes))}
+    started = time.perf_counter()
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600)
+    wall = time.perf_counter() - started
+    if run.returncode != 0:
+        raise SystemExit(f"create-expert --processes {processes} failed:\n{run.stderr[-3000:]}")
+    result = json.loads(run.stdout[run.stdout.index("{") :])
+    from adaptive_moe.experts import ExpertRegistry
+
+    registry = ExpertRegistry(cfg.registry_path)
+    record = json.loads((registry.path_of("domain") / TRAINING_RECORD).read_text()) if result["admitted"] else {}
+    if not record:  # not admitted: the adapter stays in the work folder
+        found = list((folder / "ws").rglob(TRAINING_RECORD))
+        record = json.loads(found[0].read_text()) if found else {}
+    return {"processes": processes, "wall_s": wall, "train_s": result["timings"]["train"],
+            "total_s": result["timings"]["total"], "admitted": result["admitted"], "steps": record.get("steps"),
+            "seconds_per_step": record.get("seconds_per_step"), "train_loss": record.get("train_loss"),
+            "peak_rss_mib": (record.get("memory") or {}).get("peak_rss_mib"),
+            "metrics": result.get("metrics", {})}  # fmt: skip
+
+
+def compare_processes(args, argv) -> int:
+    """One process against several on the same documents (see the module docstring)."""
+    counts = [int(n) for n in args.processes.split(",")]
+    dom = make_synthetic_domain(args.kind, args.entities, seed=args.seed, restatements_per_fact=0)
+    epochs = args.epochs or 2.0
+    runs: list[dict] = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench_processes_") as tmp:
+        documents = []
+        for i, text in enumerate(dom.documents):
+            documents.append(Path(tmp) / f"doc{i:02d}.md")
+            documents[-1].write_text(text)
+        for r in range(args.rounds):
+            for n in counts if r % 2 == 0 else counts[::-1]:  # alternate the order against drift
+                print(f"round {r + 1}: {n} process(es)", flush=True)
+                runs.append({"round": r, **_create_in(n, Path(tmp) / f"r{r}-p{n}", documents, epochs)})
+                print(json.dumps(runs[-1]), flush=True)
+    rows = []
+    for n in counts:
+        mine = [x for x in runs if x["processes"] == n]
+        med = {k: statistics.median(x[k] for x in mine) for k in ("wall_s", "train_s", "total_s", "seconds_per_step",
+                                                                    "train_loss", "steps")}  # fmt: skip
+        rows.append({"processes": n, **med, "admitted": f"{sum(x['admitted'] for x in mine)}/{len(mine)}"})
+    one = rows[0]
+    for row in rows:
+        row["train_ratio"] = one["train_s"] / row["train_s"]  # > 1: faster than the first count
+    result = {"machine": machine_info(args.threads), "command": command_line(__file__, argv),
+              "domain": {"kind": args.kind, "entities": args.entities, "documents": len(dom.documents)},
+              "epochs": epochs, "rounds": args.rounds, "runs": runs, "rows": rows,
+              "elapsed_s": time.perf_counter() - started}  # fmt: skip
+    lines = [
+        "# Expert creation in one process and in several (DDP)",
+        "",
+        f"`{result['command']}` on {result['machine']['date']}, {result['machine']['cpus']} CPUs; "
+        f"{result['elapsed_s'] / 60:.1f} min. The same {len(dom.documents)} documents ({args.entities} invented "
+        f"{args.kind}), the embedded model, `creation.method: rules`, {epochs:g} epochs; each process count "
+        f"{args.rounds} times, alternating; medians. Each of N processes gets {os.cpu_count()}/N torch threads.",
+        "",
+        "| processes | optimizer steps | s / step | training (s) | total (s) | final loss | admitted | "
+        f"training speed vs {one['processes']} |",
+        "|---|---|---|---|---|---|---|---|",
+        *[f"| {r['processes']} | {r['steps']:.0f} | {r['seconds_per_step']:.2f} | {r['train_s']:.0f} | "
+          f"{r['total_s']:.0f} | {r['train_loss']:.3f} | {r['admitted']} | {r['train_ratio']:.2f}x |" for r in rows],
+        "",
+        "Under DDP each process takes its share of every batch: N processes run 1/N of the optimizer steps of "
+        "one process per epoch, each on a batch N times larger in all (the learning rate is not rescaled). On "
+        "one machine's CPU cores the processes share the same cores and memory bandwidth, so DDP cannot beat "
+        "one process using every core; it is there so the same command scales on GPUs: with N GPUs and "
+        "NCCL, expect close to N times fewer seconds per epoch for a model whose step is compute-bound (the "
+        "gradient all-reduce of a LoRA is a few MB), and the same admission result.",
+    ]  # fmt: skip
+    write_json_and_markdown(Path(args.out), "training_processes", result, lines)
+    print("\n".join(lines))
     return 0
 
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 from ..config import GenerationConfig
 from ..errors import (
+    AdaptiveMoEError,
     CorruptExpertError,
     IncompatibleExpertError,
     ModelBusyError,
@@ -152,6 +155,75 @@ class AdapterLayout(NamedTuple):
     nbytes: int
 
 
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _covers(targets: Any, module: str) -> bool:
+    """PEFT's rule: a string target is a regular expression the whole module path must match; a list
+    names module suffixes."""
+    if isinstance(targets, str):
+        try:
+            return re.fullmatch(targets, module) is not None or module.endswith("." + targets) or module == targets
+        except re.error:
+            return False
+    return any(module == t or module.endswith("." + t) for t in targets)
+
+
+def check_lora_fields(config: Any, name: str, layout: AdapterLayout | None = None) -> None:
+    """Raise :class:`CorruptExpertError` when a ``LoraConfig`` read from ``adapter_config.json`` holds
+    values PEFT would only trip over when the adapter is attached (a rank that is not a positive whole
+    number, no target modules, ...), or (with ``layout``, from the weights) targets other modules than
+    the weights adapt, or another rank."""
+
+    def bad(field: str, allowed: str) -> CorruptExpertError:
+        value = getattr(config, field, None)
+        return CorruptExpertError(f"expert {name!r}: adapter_config.json has {field}={value!r}; allowed: {allowed}")
+
+    if not isinstance(config.r, int) or isinstance(config.r, bool) or config.r < 1:
+        raise bad("r", "a whole number >= 1")
+    if not _is_number(config.lora_alpha):
+        raise bad("lora_alpha", "a finite number")
+    if not _is_number(getattr(config, "lora_dropout", 0.0)) or not 0 <= config.lora_dropout < 1:
+        raise bad("lora_dropout", "a number in [0, 1)")
+    targets = config.target_modules
+    if isinstance(targets, (set, frozenset, tuple)):
+        targets = sorted(targets) if all(isinstance(t, str) for t in targets) else list(targets)
+    if not (isinstance(targets, str) and targets) and not (
+        isinstance(targets, list) and targets and all(isinstance(t, str) and t for t in targets)
+    ):
+        raise bad("target_modules", "a non-empty list of module names, or a regular expression")
+    for field in ("fan_in_fan_out", "use_rslora", "inference_mode"):
+        if not isinstance(getattr(config, field, False), bool):
+            raise bad(field, "true or false")
+    layers = getattr(config, "layers_to_transform", None)
+    if layers is not None and not (
+        (isinstance(layers, int) and not isinstance(layers, bool))
+        or (isinstance(layers, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in layers))
+    ):
+        raise bad("layers_to_transform", "null, a layer number or a list of layer numbers")
+    saved = getattr(config, "modules_to_save", None)
+    if saved is not None and not (isinstance(saved, list) and all(isinstance(x, str) for x in saved)):
+        raise bad("modules_to_save", "null or a list of module names")
+    for field in ("rank_pattern", "alpha_pattern"):
+        value = getattr(config, field, None) or {}
+        if not isinstance(value, dict) or not all(isinstance(k, str) and _is_number(v) for k, v in value.items()):
+            raise bad(field, "a mapping of module names to numbers")
+    if layout is None:
+        return
+    missed = sorted(m for m in layout.modules if not _covers(targets, m))
+    if missed:
+        raise CorruptExpertError(
+            f"expert {name!r}: adapter_config.json's target_modules {targets!r} do not cover {missed[0]!r} "
+            f"(and {len(missed) - 1} more), which its weights adapt"
+        )
+    ranks = sorted({rank for rank, _, _ in layout.modules.values()})
+    if ranks != [config.r] and not config.rank_pattern:
+        raise CorruptExpertError(
+            f"expert {name!r}: adapter_config.json has r={config.r} but its weights have rank {ranks}"
+        )
+
+
 def read_adapter_layout(weights: Path) -> AdapterLayout:
     """Parse a PEFT LoRA safetensors file's header: modules, ranks and shapes. Raises
     :class:`CorruptExpertError` for an unreadable or truncated file (safetensors checks that the
@@ -269,7 +341,17 @@ class LoRAExpert(Expert):
                 f"expert {self.name!r} uses bias={config.bias!r}, use_dora={config.use_dora}: disabling such an "
                 "adapter does not give back the base model, so it cannot share the base; use plain LoRA"
             )
+        check_lora_fields(config, self.name, self._checkable_layout())
         return config
+
+    def _checkable_layout(self) -> AdapterLayout | None:
+        """The weights' layout, when it can be read without unpickling (else the config alone is checked)."""
+        if self._layout is not None:
+            return self._layout
+        try:
+            return self.layout
+        except AdaptiveMoEError:
+            return None
 
     @property
     def resident_bytes(self) -> int:
@@ -308,7 +390,7 @@ class LoRAExpert(Expert):
         else:
             try:
                 self.slot = host.add(self.path)
-            except (OSError, RuntimeError, ValueError) as e:
+            except (OSError, RuntimeError, ValueError, TypeError, KeyError, AttributeError) as e:
                 raise CorruptExpertError(f"cannot load adapter {self.name!r} from {str(self.path)!r}: {e}") from None
         self.base = base
 

@@ -108,14 +108,46 @@ class AdapterHost:
             slot = f"slot{next(self._ids)}"
             if self.peft_model is None:
                 self._state = ModelState.capture(self.base.model)
-                self.peft_model = PeftModel.from_pretrained(
-                    self.base.model, str(folder), adapter_name=slot, is_trainable=False, low_cpu_mem_usage=True
-                )
+                try:
+                    self.peft_model = PeftModel.from_pretrained(
+                        self.base.model, str(folder), adapter_name=slot, is_trainable=False, low_cpu_mem_usage=True
+                    )
+                except BaseException:
+                    self._undo_first_load()
+                    raise
             else:
-                self.peft_model.load_adapter(str(folder), adapter_name=slot, is_trainable=False, low_cpu_mem_usage=True)
+                try:
+                    self.peft_model.load_adapter(
+                        str(folder), adapter_name=slot, is_trainable=False, low_cpu_mem_usage=True
+                    )
+                except BaseException:
+                    if slot in self.peft_model.peft_config:  # half-attached: take it out again
+                        with contextlib.suppress(Exception):
+                            self.peft_model.delete_adapter(slot)
+                    self._disable()
+                    raise
             self._freeze()
             self._index(slot)
             return slot
+
+    def _undo_first_load(self) -> None:
+        """After a failed first load: the base's own modules back (PEFT may have wrapped some before it
+        failed), and no host left on the base."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        model = self.base.model
+        for name, module in list(model.named_modules()):
+            if isinstance(module, BaseTunerLayer) and hasattr(module, "get_base_layer"):
+                parent_name, _, child = name.rpartition(".")
+                parent = model.get_submodule(parent_name) if parent_name else model
+                setattr(parent, child, module.get_base_layer())
+        if hasattr(model, "peft_config"):
+            with contextlib.suppress(AttributeError):
+                del model.peft_config
+        self._state.restore(model)
+        self.peft_model = None
+        if not self._slot_bytes:
+            self.base.adapter_host = None
 
     def swap(self, slot: str, state_dict: dict[str, Any], config) -> None:
         """Copy the weights of another adapter of the same shapes into ``slot`` (hot-swap)."""

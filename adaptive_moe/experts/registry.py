@@ -164,7 +164,7 @@ class ExpertRegistry:
             if not weights.is_file():
                 weights = _pickle_to_safetensors(adapter_dir / PICKLED_WEIGHTS, Path(scratch) / SAFE_WEIGHTS)
             layout = read_adapter_layout(weights)
-            config = json.loads((adapter_dir / "adapter_config.json").read_text())
+            config = _read_adapter_config(adapter_dir)
             card = ExpertCard(
                 name=name,
                 domain=domain,
@@ -334,3 +334,17 @@ def _pickle_to_safetensors(source: Path, dest: Path) -> Path:
         raise CorruptExpertError(f"cannot read pickled adapter weights {str(source)!r}: {e}") from None
     save_file({k: v.contiguous() for k, v in state.items()}, str(dest))
     return dest
+
+
+def _read_adapter_config(adapter_dir: Path) -> dict[str, Any]:
+    """``adapter_config.json`` as a dict (:class:`CorruptExpertError` when it is not a JSON object)."""
+    path = adapter_dir / "adapter_config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CorruptExpertError(f"unreadable adapter_config.json in {str(adapter_dir)!r}: {e}") from None
+    if not isinstance(config, dict):
+        raise CorruptExpertError(
+            f"adapter_config.json in {str(adapter_dir)!r} holds a {type(config).__name__}, not a JSON object"
+        )
+    return config

@@ -19,10 +19,20 @@ DOC = (
 )
 
 
-def _config(tmp_path, tiny_llama_dir) -> str:
+def _config(tmp_path, model_dir) -> str:
+    if model_dir is None:  # the embedded SmolLM2 with its shipped router: admission as a user gets it
+        cfg = AdaptiveMoEConfig().replace(
+            workspace=str(tmp_path / "ws"),
+            **{"creation.method": "rules", "creation.lora.epochs": 2.0, "creation.lora.min_steps": 0,
+               "creation.lora.max_length": 64, "creation.forced_general_questions": 4,
+               "generation.max_new_tokens": 12},
+        )  # fmt: skip
+        path = tmp_path / "config.yaml"
+        path.write_text(cfg.to_yaml())
+        return str(path)
     cfg = AdaptiveMoEConfig().replace(
         workspace=str(tmp_path / "ws"),
-        **{"model.name_or_path": str(tiny_llama_dir), "generation.max_new_tokens": 4, "router.embedder": "base",
+        **{"model.name_or_path": str(model_dir), "generation.max_new_tokens": 4, "router.embedder": "base",
            "router.threshold": 1.0, "router.min_match_score": 0.0, "integrator.expert_confidence_floor": 0.0,
            "creation.method": "rules", "creation.lora.r": 4, "creation.lora.alpha": 8, "creation.lora.epochs": 2.0,
            "creation.lora.min_steps": 0, "creation.lora.batch_size": 4, "creation.lora.max_length": 64,
@@ -34,10 +44,10 @@ def _config(tmp_path, tiny_llama_dir) -> str:
     return str(path)
 
 
-def _create(tmp_path, tiny_llama_dir, processes: int):
+def _create(tmp_path, model_dir, processes: int):
     folder = tmp_path / f"p{processes}"
     folder.mkdir()
-    config = _config(folder, tiny_llama_dir)
+    config = _config(folder, model_dir)
     doc = folder / "guild.md"
     doc.write_text(DOC)
     run = subprocess.run([sys.executable, "-m", "adaptive_moe.cli", "create-expert", "guild", "--config", config, "-v",
@@ -64,3 +74,22 @@ def test_two_processes_train_and_one_registers(tmp_path, tiny_llama_dir):
     single = json.loads((alone_registry.path_of("guild") / TRAINING_RECORD).read_text())
     assert single["processes"] == 1 and single["epochs"] == record["epochs"]
     assert abs(record["steps"] * 2 - single["steps"]) <= 2 * record["epochs"]  # rounding per epoch and process
+
+
+def test_the_embedded_model_in_two_processes_passes_the_admission_one_process_passes(tmp_path):
+    """The shipped SmolLM2 and router, ``creation.method: rules``: the same documents in one process and in
+    two give an expert with the same admission result, half the optimizer steps each in two."""
+    results, records = {}, {}
+    for processes in (2, 1):
+        run, registry = _create(tmp_path, None, processes)
+        log = run.stdout + run.stderr
+        errors = "\n".join(line for line in log.splitlines() if "Error" in line)
+        assert run.returncode == 0, errors[-3000:] + "\n...\n" + log[-3000:]
+        results[processes] = json.loads(run.stdout[run.stdout.index("{") :])
+        if results[processes]["admitted"]:
+            records[processes] = json.loads((registry.path_of("guild") / TRAINING_RECORD).read_text())
+    assert results[2]["admitted"] == results[1]["admitted"], (results[1]["reasons"], results[2]["reasons"])
+    assert results[1]["admitted"], results[1]["reasons"]  # a clear fact sheet: admitted either way
+    assert records[2]["processes"] == 2 and records[1]["processes"] == 1
+    assert abs(records[2]["steps"] * 2 - records[1]["steps"]) <= 2 * records[1]["epochs"]
+    assert records[2]["train_loss"] < 5.0 and records[1]["train_loss"] < 5.0  # both learnt something

@@ -314,3 +314,33 @@ def test_add_stores_a_complete_lora_expert_and_refuses_kindless_subclasses(tmp_p
     with pytest.raises(InvalidInputError, match="its own kind"):
         reg.add(Forgetful(reg.card("alpha"), stored), new_version=True)
     assert reg.versions("alpha") == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("target_modules", 1, "target_modules=1; allowed: a non-empty list"),
+        ("target_modules", [], "target_modules=.*allowed: a non-empty list"),
+        ("target_modules", ["gate_proj"], "do not cover 'model.layers.0"),
+        ("r", 1.0, "r=1.0; allowed: a whole number >= 1"),
+        ("r", 16, "r=16 but its weights have rank"),
+        ("lora_alpha", None, "lora_alpha=None; allowed: a finite number"),
+        ("layers_to_transform", True, "layers_to_transform=True"),
+    ],
+)
+def test_adapter_config_values_peft_would_trip_over_are_refused_on_import(tmp_path, base, adapters, field, value,
+                                                                          match):  # fmt: skip
+    # found by tests/unit/test_fuzz_inputs.py: such folders were imported and failed inside PEFT on first use
+    import shutil
+
+    folder = shutil.copytree(adapters["a"], tmp_path / "edited")
+    config = json.loads((folder / "adapter_config.json").read_text())
+    config[field] = value
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    reg = ExpertRegistry(tmp_path / "reg")
+    with pytest.raises(CorruptExpertError, match=match):
+        reg.import_adapter(folder, "edited", base=base)
+    assert reg.names() == []
+    (folder / "adapter_config.json").write_text("[1, 2]")
+    with pytest.raises(CorruptExpertError, match="holds a list, not a JSON object"):
+        reg.import_adapter(folder, "edited", base=base)
