@@ -76,6 +76,28 @@ def _auroc(right: list[bool], scores: list[float]) -> float | None:
     return float(roc_auc_score(right, scores)) if 0 < sum(right) < len(right) else None
 
 
+def surest_rows(rows: list[dict[str, Any]], ks: list[int]) -> list[dict[str, Any]]:
+    """For each reader, decoding and document read with every ``k`` of ``ks``: the accuracy of keeping, per
+    question, the answer of the reading with the highest mean token log-probability (a tie keeps the smaller
+    ``k``), which is what a retrieval expert with ``creation.retrieval_readings: ks`` answers."""
+    out = []
+    keys = {(r["reader"], r.get("decoding", "plain"), r["doc"]) for r in rows}
+    for reader, decoding, doc in sorted(keys):
+        cell = {r["k"]: r for r in rows if (r["reader"], r.get("decoding", "plain"), r["doc"]) == (reader, decoding,
+                                                                                                    doc)}  # fmt: skip
+        if not set(ks) <= set(cell):
+            continue
+        right, scores = [], []
+        for i in range(cell[ks[0]]["n"]):
+            k = max(ks, key=lambda k: (cell[k]["mean_logprob"][i], -k))
+            right.append(cell[k]["right"][i])
+            scores.append(cell[k]["mean_logprob"][i])
+        out.append({"reader": reader, "k": "surest of " + ",".join(map(str, ks)), "decoding": decoding, "doc": doc,
+                    "accuracy": sum(right) / len(right), "recall": cell[max(ks)]["recall"], "n": len(right),
+                    "right": right, "mean_logprob": scores})  # fmt: skip
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=READER_STEPS)
@@ -83,8 +105,18 @@ def main(argv=None) -> int:
     parser.add_argument("--k", default="1,2", help="passages shown, comma-separated (default 1,2)")
     parser.add_argument("--readers", default=",".join(READERS), help=f"comma-separated subset of {READERS}")
     parser.add_argument("--decodings", default=",".join(DECODINGS), help=f"comma-separated subset of {DECODINGS}")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        help="write the report again from a reader.json this script wrote (no model run)",
+    )
     add_run_arguments(parser)
     args = parser.parse_args(argv)
+    if args.render is not None:
+        import json
+
+        return report(json.loads(args.render.read_text()), args)
     ks = [int(k) for k in args.k.split(",")]
     readers = [r for r in args.readers.split(",") if r]
     decodings = [d for d in args.decodings.split(",") if d]
@@ -121,12 +153,26 @@ def main(argv=None) -> int:
     result = {"machine": machine_info(args.threads), "command": command_line(__file__, argv),
               "settings": {"steps": args.steps, "synthetic": args.synthetic}, "rows": rows,
               "elapsed_s": time.perf_counter() - started}  # fmt: skip
+    return report(result, args)
+
+
+def report(result: dict[str, Any], args: Any) -> int:
+    """Write ``reader.{json,md}`` under ``args.out`` (with the surest-of-readings rows when several k ran)."""
+    rows = [r for r in result["rows"] if isinstance(r["k"], int)]
+    ks = sorted({r["k"] for r in rows})
+    readers = list(dict.fromkeys(r["reader"] for r in rows))
+    decodings = list(dict.fromkeys(r.get("decoding", "plain") for r in rows))
+    if len(ks) > 1:
+        rows = rows + surest_rows(rows, ks)
+        ks = [*ks, "surest of " + ",".join(map(str, ks))]
+    result = {**result, "rows": rows}
+    steps = result["settings"]["steps"]
     columns = [(r, d) for r in readers for d in decodings]
     lines = [
         "# How well the base reads (dev documents held out from the reader's fit)",
         "",
         f"`{result['command']}` on {result['machine']['date']}, {result['machine']['cpus']} CPUs; "
-        f"{result['elapsed_s'] / 60:.1f} min. Readers: {args.steps} steps. An answer is right when it contains a "
+        f"{result['elapsed_s'] / 60:.1f} min. Readers: {steps} steps. An answer is right when it contains a "
         "gold answer and has at most 20 words; recall: the gold answer is in the passages shown. Decoding `plain`: "
         "greedy; `quote`: greedy, the answer may only quote the passages shown. AUROC: how well the answer's mean "
         "token log-probability separates right answers from wrong ones.",
@@ -136,14 +182,16 @@ def main(argv=None) -> int:
     ]
     for k in ks:
         for doc in [n for f in FOLDS for n in f]:
-            cell = {(r["reader"], r["decoding"]): r for r in rows if r["doc"] == doc and r["k"] == k}
+            cell = {(r["reader"], r.get("decoding", "plain")): r for r in rows if r["doc"] == doc and r["k"] == k}
             if cell:
                 first = next(iter(cell.values()))
                 accs = [f"{cell[c]['accuracy']:.2f}" if c in cell else "—" for c in columns]
                 lines.append(f"| {doc} | {k} | {first['recall']:.2f} | " + " | ".join(accs) + " |")
         means, aurocs = [], []
         for reader, decoding in columns:
-            picked = [r for r in rows if r["k"] == k and r["reader"] == reader and r["decoding"] == decoding]
+            picked = [
+                r for r in rows if r["k"] == k and r["reader"] == reader and r.get("decoding", "plain") == decoding
+            ]
             right = [x for r in picked for x in r["right"]]
             scores = [x for r in picked for x in r["mean_logprob"]]
             means.append(f"**{sum(right) / len(right):.2f}**" if right else "—")

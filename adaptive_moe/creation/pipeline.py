@@ -172,7 +172,7 @@ def create_expert(
             lora = lora.replace(max_length=max(lora.max_length, cfg.retrieval_max_length))
         kind = "retrieval"
         extra = {"retrieval": {"top_k": cfg.retrieval_top_k, "passages": len(index.passages), "reader": cfg.reader,
-                               "quote": cfg.retrieval_quote}}  # fmt: skip
+                               "quote": cfg.retrieval_quote, "readings": list(cfg.retrieval_readings)}}  # fmt: skip
         data.stats.update(passages=len(index.passages), check_questions=len(data.heldout))
     if not data.heldout:
         raise InvalidInputError(

@@ -402,6 +402,20 @@ def streaming(streamer: Any):
         _STREAMER.reset(token)
 
 
+def current_streamer() -> Any:
+    """The streamer :func:`streaming` set for this thread (or context), or None."""
+    return _STREAMER.get()
+
+
+def replay(streamer: Any, token_ids: Sequence[int]) -> None:
+    """Feed ``streamer`` an answer generated without it, as ``generate`` would have: a (placeholder) prompt
+    first, then each token, then the end. For an answer chosen among several generated together."""
+    streamer.put(torch.zeros((1, 1), dtype=torch.long))  # generate hands over the prompt first
+    for token in token_ids:
+        streamer.put(torch.tensor([int(token)]))
+    streamer.end()
+
+
 _CANCELLED: contextvars.ContextVar[Any] = contextvars.ContextVar("adaptive_moe_cancelled", default=None)
 
 

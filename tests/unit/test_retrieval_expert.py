@@ -108,6 +108,47 @@ def test_registered_retrieval_expert_answers_with_citations(base, tmp_path):
     pool.clear()
 
 
+def test_several_readings_keep_the_surest_answer_with_its_own_passages(base, tmp_path):
+    from adaptive_moe.model.generation import streaming
+
+    src = make_random_adapter(base.model, tmp_path / "src", seed=3)
+    _index().save(src)
+    registry = ExpertRegistry(tmp_path / "reg")
+    for name, readings in (("all", [1, 2, 3]), ("k1", [1]), ("k2", [2]), ("k3", [3])):
+        registry.import_adapter(src, name, domain="the W-3", base=base, kind="retrieval",
+                                extra={"retrieval": {"top_k": 2, "readings": readings}})  # fmt: skip
+    questions = ["What is its weight in g?", "Who makes the W-3?", "How is the filter cleaned?"]
+    gen = {"max_new_tokens": 5, "batch_size": 1}  # rows alone: no padding between the readings compared
+    pool = ExpertPool(base, registry, capacity=4)
+    with pool.acquire(["all", "k1", "k2", "k3"]) as [both, *single]:
+        assert both.readings == (1, 2, 3) and single[1].readings == (2,)
+        chosen = both.generate(questions, **gen)
+        alone = [e.generate(questions, **gen) for e in single]
+        collected: list[str] = []
+
+        class Collect:  # a transformers-style streamer: the prompt first, then each token
+            def __init__(self):
+                self.ids, self.prompt_seen = [], False
+
+            def put(self, value):
+                if self.prompt_seen:
+                    self.ids.append(int(value.reshape(-1)[0]))
+                self.prompt_seen = True
+
+            def end(self):
+                collected.append(base.tokenizer.decode(self.ids, skip_special_tokens=True).strip())
+
+        with streaming(Collect()):
+            [streamed] = both.generate(questions[:1], **gen)
+    pool.clear()
+    for i, s in enumerate(chosen):
+        sureness = [float(a[i].token_logprobs.mean()) if len(a[i].token_logprobs) else -1e9 for a in alone]
+        k = max(range(3), key=lambda j: (sureness[j], -j))  # the surest reading; a tie keeps the fewer passages
+        assert s.text == alone[k][i].text and len(s.citations) == k + 1
+        assert s.citations == alone[k][i].citations and s.prompt == questions[i]
+    assert streamed.text == chosen[0].text and collected == [chosen[0].text]  # streamed whole after the choice
+
+
 def test_a_quoting_expert_answers_only_with_words_of_its_passages(base, tmp_path):
     src = make_random_adapter(base.model, tmp_path / "src", seed=3)
     _index().save(src)
@@ -193,6 +234,7 @@ def test_create_expert_with_the_retrieval_method(base, tmp_path):
             "passages": result.data["passages"],
             "reader": "document",
             "quote": cfg.creation.retrieval_quote,
+            "readings": [1, 2, 3],
         }
         assert (moe.experts.path_of("guild") / INDEX_FILE).is_file()
         out = moe.generate("Who founded the Tidewater Guild?", experts=["guild"])
