@@ -12,6 +12,7 @@ Runs unchanged on several GPUs under ``accelerate launch`` (the Trainer handles 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -19,7 +20,7 @@ import math
 import re
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -346,7 +347,7 @@ def train_lora(
         state = ModelState.capture(model)
         peft_model = _attach_lora(model, peft_config(lora, model))
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="adaptive_moe_train_") as tmp_run:
+        with tempfile.TemporaryDirectory(prefix="adaptive_moe_train_") as tmp_run, tracking_in(report_to, tracked):
             has_eval = eval_set is not None
             args = _training_arguments(TrainingArguments, lora.replace(epochs=epochs), tmp_run, base, has_eval,
                                        max_steps, progress, report_to=report_to, tracked=tracked)  # fmt: skip
@@ -487,7 +488,6 @@ def tracker_callbacks(report_to: str, run_dir: Path) -> list[Any]:
     output). MLflow, Weights & Biases and Trackio report through ``TrainingArguments.report_to``; they
     are pointed at ``run_dir`` and kept offline through their environment variables, unless the user
     set them (``MLFLOW_TRACKING_URI``, ``WANDB_MODE`` / ``WANDB_DIR``, ``TRACKIO_DIR``)."""
-    import os
 
     if report_to not in TRACKERS:
         raise InvalidInputError(f"report_to must be one of {', '.join(TRACKERS)}, got {report_to!r}")
@@ -507,29 +507,81 @@ def tracker_callbacks(report_to: str, run_dir: Path) -> list[Any]:
         __import__(package)
     except ImportError:
         raise missing_dependency(package, purpose=f"report_to: {report_to}") from None
-    if report_to == "mlflow":
-        os.environ.setdefault("MLFLOW_TRACKING_URI", (run_dir / "mlflow").resolve().as_uri())
-    elif report_to == "wandb":
-        os.environ.setdefault("WANDB_MODE", "offline")
-        os.environ.setdefault("WANDB_DIR", str(run_dir))
-    else:
-        os.environ.setdefault("TRACKIO_DIR", str(run_dir))
     return []
+
+
+def tracker_environment(report_to: str, run_dir: Path) -> dict[str, str]:
+    """The environment variables that keep ``report_to`` offline under ``run_dir``: only those the user has
+    not set (theirs win). Applied for the run alone (:func:`tracking_in`), so the next run, with its own
+    ``run_dir``, gets its own."""
+    import os
+
+    run_dir = Path(run_dir).resolve()
+    wanted = {
+        # MLflow 3 keeps its file store for old runs only: a SQLite file in the run folder, still no server
+        "mlflow": {
+            "MLFLOW_TRACKING_URI": f"sqlite:///{run_dir / 'mlflow.db'}",
+            "MLFLOW_EXPERIMENT_NAME": "adaptive_moe",
+        },
+        "wandb": {"WANDB_MODE": "offline", "WANDB_DIR": str(run_dir)},
+        "trackio": {"TRACKIO_DIR": str(run_dir)},
+    }.get(report_to, {})
+    return {k: v for k, v in wanted.items() if k not in os.environ}
+
+
+@contextlib.contextmanager
+def tracking_in(report_to: str, run_dir: Path) -> Iterator[None]:
+    """Within the block, :func:`tracker_environment` is set (and afterwards as it was). For MLflow with its
+    store in ``run_dir``, the experiment is made there too, with its artifacts in ``run_dir/mlartifacts``
+    (MLflow would put them under the working directory)."""
+    import os
+
+    env = tracker_environment(report_to, run_dir)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        if report_to == "mlflow" and "MLFLOW_TRACKING_URI" in env:
+            import mlflow
+
+            name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "adaptive_moe")
+            client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+            if client.get_experiment_by_name(name) is None:
+                client.create_experiment(name, artifact_location=(Path(run_dir).resolve() / "mlartifacts").as_uri())
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def log_run_summary(report_to: str, run_dir: Path, *, metrics: dict[str, Any], texts: dict[str, Any]) -> None:
     """Add a creation run's admission ``metrics`` (scalars) and ``texts`` (config, data statistics, the
-    expert card; JSON) to its TensorBoard run in ``run_dir``. Other trackers keep what the Trainer logged
-    (loss curve, training arguments); the same summary is in the expert card and the training record."""
+    expert card; JSON) to its TensorBoard run in ``run_dir``, or to the MLflow run the training just
+    logged (metrics as ``admission/*``, texts as ``creation/<key>.json`` artifacts). Weights & Biases and
+    Trackio keep what the Trainer logged (loss curve, training arguments); the same summary is in the
+    expert card and the training record."""
+    scalars = {k: float(v) for k, v in metrics.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}  # fmt: skip
+    if report_to == "mlflow":
+        import mlflow
+
+        with tracking_in(report_to, run_dir):
+            last = mlflow.last_active_run()
+            with mlflow.start_run(run_id=last.info.run_id if last is not None else None):
+                mlflow.log_metrics({f"admission/{k}": v for k, v in scalars.items()})
+                for key, value in texts.items():
+                    mlflow.log_dict(json.loads(json.dumps(value, default=str)), f"creation/{key}.json")
+        return
     if report_to != "tensorboard":
         return
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(log_dir=str(run_dir))
     try:
-        for key, value in metrics.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                writer.add_scalar(f"admission/{key}", float(value))
+        for key, value in scalars.items():
+            writer.add_scalar(f"admission/{key}", value)
         for key, value in texts.items():
             writer.add_text(key, "```\n" + json.dumps(value, indent=1, default=str) + "\n```")
     finally:

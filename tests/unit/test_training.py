@@ -1,5 +1,7 @@
 import json
 import logging
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -274,6 +276,33 @@ def test_tensorboard_run_reads_back_the_loss_curve_and_memory_is_recorded(base, 
     assert "config/text_summary" in events.Tags()["tensors"]
     assert record["tracking"] == {"report_to": "tensorboard", "run_dir": str(runs)}
     assert record["memory"]["peak_rss_mib"] > 50 and record["memory"]["gpu_peak_allocated_mib"] is None
+
+
+def test_mlflow_run_is_kept_offline_under_the_run_folder_with_the_loss_curve(base, tmp_path, monkeypatch):
+    require("mlflow")
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "unset by this test")  # recorded, so the test leaves it unset
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    runs = tmp_path / "runs" / "expert-1"
+    out = train_lora(base, DATA * 4, tmp_path / "expert", lora=QUICK.replace(learning_rate=1e-2), max_steps=10,
+                     progress=False, report_to="mlflow", run_dir=runs)  # fmt: skip
+    assert (runs / "mlflow.db").is_file()  # offline: a SQLite store in the run folder, no server
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{(runs / 'mlflow.db').resolve()}")
+    [run] = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    losses = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "loss"), key=lambda m: m.step)]
+    record = json.loads((out / TRAINING_RECORD).read_text())
+    logged = [h["loss"] for h in record["log_history"] if "loss" in h]
+    assert losses == pytest.approx(logged, rel=1e-4) and len(losses) == 2
+    assert run.data.params.get("max_steps") == "10" and record["tracking"]["report_to"] == "mlflow"
+    from adaptive_moe.creation.training import log_run_summary
+
+    log_run_summary("mlflow", runs, metrics={"expert_accuracy": 0.75, "admitted": True}, texts={"data": {"n": 3}})
+    run = client.get_run(run.info.run_id)  # the same run gets the admission metrics and texts
+    assert run.data.metrics["admission/expert_accuracy"] == 0.75 and "admission/admitted" not in run.data.metrics
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "creation")] == ["creation/data.json"]
+    assert (runs / "mlartifacts").is_dir() and not (Path.cwd() / "mlruns").exists()  # nothing outside the run
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # set for the run alone: the next run gets its own store
 
 
 def test_an_unknown_tracker_fails_before_training(base, tmp_path):
