@@ -508,6 +508,12 @@ class ServeConfig(_Section):
     multiplex: bool = _f(
         True, help="engine 'ray': send a call for an expert to a replica that holds it (Serve's model multiplexing)"
     )
+    spread_after: int = _f(
+        0,
+        help="engine 'ray' with multiplex: once this many calls for one expert are in flight, further ones go to "
+        "any replica (which loads the expert too), so a hot expert is not held by one replica; 0: never",
+        ge=0,
+    )
     replica_cpus: float = _f(
         0.0, help="CPUs each Ray replica reserves (0: share 1.8 CPUs among the replicas, so a 2-CPU Ray fits)", ge=0
     )

@@ -99,6 +99,103 @@ def hit_ratio(url: str, bodies: list[dict[str, Any]], deadline: float) -> dict[s
             "rps": r["n"] / r["wall_s"]}  # fmt: skip
 
 
+def hot_expert(url: str, bodies: list[dict[str, Any]], concurrency: int, deadline: float) -> dict[str, Any]:
+    """Pool hits and throughput of forced-expert calls, ``concurrency`` clients at once; which replicas
+    answered the hot expert's calls."""
+    r = send(url, bodies, concurrency, deadline)
+    hits = sum(f.get("cache", {}).get("hits", 0) for f in r["fields"])
+    misses = sum(f.get("cache", {}).get("misses", 0) for f in r["fields"])
+    hot = bodies[0]["model"]
+    on = {rep for b, rep in zip(bodies, r["replicas"], strict=False) if b["model"] == hot and rep}
+    spread = httpx.get(url + "/health", timeout=30).json().get("spread")
+    return {"hits": hits, "misses": misses, "hit_ratio": hits / max(1, hits + misses), "n": r["n"],
+            "rps": r["n"] / r["wall_s"], "p99_s": _percentile(r["latencies"], 0.99), "hot_replicas": len(on),
+            "spread_calls": spread}  # fmt: skip
+
+
+def run_hot(args: argparse.Namespace) -> dict[str, Any]:
+    """A hot expert (``--hot-share`` of the calls) on 2 replicas: multiplexing alone against
+    ``serve.spread_after`` values (in-flight calls of one expert beyond which more go to any replica)."""
+    import ray
+    from ray import serve
+
+    from adaptive_moe.serving.ray_serve import APP_NAME, build_application
+
+    started = time.perf_counter()
+    deadline = time.time() + args.time_limit
+    work = tempfile.TemporaryDirectory(prefix="bench_scale_hot_")
+    root = Path(work.name)
+    base, folder = load_base(args.tiny, root)
+    changes = {"workspace": str(root / "ws"), "gaps.enabled": False, "serve.max_queue": 256,
+               "pool.capacity": args.capacity, "integrator.expert_confidence_floor": 0.0}  # fmt: skip
+    if folder:
+        changes["model.name_or_path"] = folder
+    cfg = AdaptiveMoEConfig().replace(**changes)
+    names = [f"expert{i}" for i in range(args.experts)]
+    with AdaptiveMoE(cfg, base=base) as moe:
+        for i, name in enumerate(names):
+            moe.add_expert(make_random_adapter(base.model, root / name, seed=i), name, domain=f"topic {i}")
+    del base
+    questions = [q for q, _ in general_knowledge_questions()]
+    rng = random.Random(1)
+    order = [names[0] if rng.random() < args.hot_share else rng.choice(names[1:]) for _ in range(args.expert_requests)]
+    order[0] = names[0]
+    bodies = [{"model": n, "max_tokens": args.max_tokens, "messages": [{"role": "user", "content": questions[i]}]}
+              for i, n in enumerate(order)]  # fmt: skip
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    url = f"http://127.0.0.1:{port}"
+    rows: dict[str, list[dict[str, Any]]] = {}
+    try:
+        for r in range(args.rounds):
+            for spread in args.spread_after:
+                say(f"hot expert, spread_after {spread}, round {r + 1}", "scale")
+                steered = cfg.replace(**{"serve.spread_after": spread})
+                serve.run(build_application(steered, replicas=2, api_key=""), name=APP_NAME, route_prefix="/")
+                send(url, bodies[:2], 1, deadline)  # warm-up: loads the hot expert on one replica
+                rows.setdefault(str(spread), []).append(hot_expert(url, bodies, args.concurrency, deadline))
+                serve.delete(APP_NAME)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        work.cleanup()
+    summary = {
+        k: {m: statistics.median(x[m] for x in v) for m in ("rps", "hit_ratio", "p99_s", "hot_replicas")}
+        | {"spread_calls": [x["spread_calls"] for x in v], "rounds": len(v)}
+        for k, v in rows.items()
+    }
+    return {"machine": machine_info(args.threads), "command": command_line(__file__, args.argv),
+            "settings": {"tiny": args.tiny, "experts": args.experts, "capacity": args.capacity,
+                         "calls": len(bodies), "hot_share": args.hot_share, "concurrency": args.concurrency,
+                         "max_tokens": args.max_tokens, "rounds": args.rounds},
+            "runs": rows, "summary": summary, "elapsed_s": time.perf_counter() - started}  # fmt: skip
+
+
+def write_hot_report(r: dict[str, Any], out: Path) -> Path:
+    s = r["settings"]
+    never = r["summary"].get("0")
+    lines = [
+        "# A hot expert on Ray Serve: multiplexing alone, and spread once it is busy",
+        "",
+        f"`{r['command']}` on {r['machine']['date']}, {r['machine']['cpus']} CPUs; {r['elapsed_s'] / 60:.1f} min. "
+        f"2 replicas, {s['experts']} random experts, pools of {s['capacity']}; {s['calls']} calls forcing one "
+        f"expert each, {s['hot_share']:.0%} of them the same one; {s['concurrency']} clients; {s['max_tokens']} new "
+        f"tokens; medians over {s['rounds']} rounds. `serve.spread_after` N: once N calls for one expert are in "
+        "flight, the next go to any replica (0: never, multiplexing alone).",
+        "",
+        "| spread_after | req/s | vs multiplexing alone | p99 (s) | pool hit ratio | replicas that served the hot "
+        "expert | calls spread |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for k, row in r["summary"].items():
+        ratio = f"{row['rps'] / never['rps']:.2f}x" if never else "—"
+        lines.append(f"| {k} | {row['rps']:.2f} | {ratio} | {row['p99_s']:.1f} | {row['hit_ratio']:.2f} | "
+                     f"{row['hot_replicas']:.0f} | {row['spread_calls']} |")  # fmt: skip
+    return write_json_and_markdown(out, "scale_hot", r, lines)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import ray
     from ray import serve
@@ -236,10 +333,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capacity", type=int, default=2)
     parser.add_argument("--expert-requests", type=int, default=24)
     parser.add_argument("--time-limit", type=float, default=1800, help="seconds; the load stops by itself")
+    parser.add_argument("--hot", action="store_true", help="only the hot-expert comparison (scale_hot.md)")
+    parser.add_argument("--hot-share", type=float, default=0.75, help="share of the calls for the hot expert")
+    parser.add_argument("--spread-after", default="0,2", help="serve.spread_after values compared (with --hot)")
     add_run_arguments(parser)
     args = parser.parse_args(argv)
     args.argv = argv
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.hot:
+        args.spread_after = [int(x) for x in args.spread_after.split(",")]
+        path = write_hot_report(run_hot(args), args.out)
+        print(path.read_text() if hasattr(path, "read_text") else (args.out / "scale_hot.md").read_text())
+        return 0
     result = run(args)
     write_report(result, args.out)
     print((args.out / "scale.md").read_text())

@@ -369,7 +369,10 @@ def train_lora(
                     from transformers import PrinterCallback
 
                     trainer.remove_callback(PrinterCallback)
-                result = trainer.train()
+                try:
+                    result = trainer.train()
+                finally:
+                    _finish_tracker_run(report_to)
                 seconds = time.perf_counter() - started
                 for cb in trainer_callbacks:  # flush the trackers' files
                     writer = getattr(cb, "tb_writer", None)
@@ -554,6 +557,21 @@ def tracking_in(report_to: str, run_dir: Path) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _finish_tracker_run(report_to: str) -> None:
+    """End the W&B or Trackio run the Trainer opened (they stay open until the process exits otherwise, so
+    the next creation run in this process would log into the same run, and nothing is flushed before)."""
+    if report_to == "wandb":
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+    elif report_to == "trackio":
+        import trackio
+
+        with contextlib.suppress(Exception):  # no run open: nothing to end
+            trackio.finish()
 
 
 def log_run_summary(report_to: str, run_dir: Path, *, metrics: dict[str, Any], texts: dict[str, Any]) -> None:

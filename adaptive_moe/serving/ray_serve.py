@@ -66,6 +66,8 @@ class RayBackend:
         self.registry = ExpertRegistry(config.registry_path, allow_pickle=config.pool.allow_pickle)
         self.pool = None  # each replica has its own; their metrics are the replicas'
         self.waiting = 0
+        self.in_flight: dict[str, int] = {}  # calls per expert now at the replicas (serve.spread_after)
+        self.spread = 0  # calls for an expert sent to any replica because it was hot
 
     def start(self) -> None:
         """Nothing to start: the replicas are Serve's."""
@@ -79,15 +81,28 @@ class RayBackend:
 
     def health(self) -> dict[str, Any]:
         """What ``GET /health`` shows besides the status."""
-        return {"engine": "ray", "experts": self.expert_names()}
+        return {"engine": "ray", "experts": self.expert_names(), "spread": self.spread}
 
     async def answer(self, call: Call, disconnected: Any = None) -> Reply:
         """Send ``call`` to a replica (the one holding its expert, when it names one); re-send it when the
         replica dies under it; cancel it when the client leaves."""
+        expert = call.experts[0] if call.experts else None
+        steer = bool(expert) and self.config.multiplex
+        if steer and self.config.spread_after and self.in_flight.get(expert, 0) >= self.config.spread_after:
+            steer = False  # a hot expert: let Serve pick the least busy replica, which loads it too
+            self.spread += 1
+        handle = self.handle.options(multiplexed_model_id=expert) if steer else self.handle
+        if expert:
+            self.in_flight[expert] = self.in_flight.get(expert, 0) + 1
+        try:
+            return await self._send(handle, call, disconnected)
+        finally:
+            if expert:
+                self.in_flight[expert] -= 1
+
+    async def _send(self, handle: Any, call: Call, disconnected: Any) -> Reply:
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
-        steer = call.experts and self.config.multiplex
-        handle = self.handle.options(multiplexed_model_id=call.experts[0]) if steer else self.handle
         for attempt in range(RETRIES + 1):
             response = handle.answer.remote(call)
             task = asyncio.ensure_future(_result(response))

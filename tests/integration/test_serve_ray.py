@@ -133,3 +133,23 @@ def test_a_replica_killed_under_load_loses_no_request_and_records_each_gap_once(
         assert time.time() < deadline, "the killed replica did not come back"
         time.sleep(1)
     assert victim["name"] not in [a["name"] for a in _replica_actors()]  # it was replaced by a new one
+
+
+def test_a_hot_expert_is_spread_over_the_replicas_once_it_is_busy(served):
+    cfg, url, _ = served
+    from concurrent.futures import ThreadPoolExecutor
+
+    # serve.spread_after 1: while one call for alpha is in flight, the next go to any replica
+    serve.run(build_application(cfg.replace(**{"serve.spread_after": 1}), replicas=2, api_key=""), name=APP_NAME,
+              route_prefix="/")  # fmt: skip
+    client = _client(url)
+
+    def ask(_):
+        raw = client.chat.completions.with_raw_response.create(model="alpha", messages=QUESTION, max_tokens=5)
+        return raw.headers["x-adaptive-moe-replica"], raw.parse().model_extra["adaptive_moe"]["experts"]
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(ask, range(12)))
+    assert all(experts == [{"name": "alpha", "weight": 1.0}] for _, experts in answers)
+    assert len({replica for replica, _ in answers}) == 2  # both replicas served the hot expert
+    assert httpx.get(url + "/health").json()["spread"] > 0

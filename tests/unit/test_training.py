@@ -305,6 +305,19 @@ def test_mlflow_run_is_kept_offline_under_the_run_folder_with_the_loss_curve(bas
     assert "MLFLOW_TRACKING_URI" not in os.environ  # set for the run alone: the next run gets its own store
 
 
+def test_wandb_run_is_written_offline_under_the_run_folder(base, tmp_path, monkeypatch):
+    require("wandb")
+    for key in ("WANDB_MODE", "WANDB_DIR"):  # recorded, so the test leaves them unset
+        monkeypatch.setenv(key, "unset by this test")
+        monkeypatch.delenv(key)
+    runs = tmp_path / "runs" / "expert-1"
+    train_lora(base, DATA * 4, tmp_path / "expert", lora=QUICK.replace(learning_rate=1e-2), max_steps=10,
+               progress=False, report_to="wandb", run_dir=runs)  # fmt: skip
+    [log] = list(runs.glob("wandb/offline-run-*/run-*.wandb"))  # offline: nothing sent, synced by `wandb sync`
+    assert b"train/loss" in log.read_bytes()  # the Trainer's loss curve is in the run's records
+    assert "WANDB_MODE" not in os.environ and "WANDB_DIR" not in os.environ  # set for the run alone
+
+
 def test_an_unknown_tracker_fails_before_training(base, tmp_path):
     with pytest.raises(InvalidInputError, match="report_to must be one of none, tensorboard"):
         train_lora(base, DATA, tmp_path / "expert", lora=QUICK, max_steps=1, progress=False, report_to="comet")
