@@ -186,6 +186,18 @@ def check_system(root: Path, acks: list[list[str]], in_flight: list[str] | None)
     return bad
 
 
+# What the property tests draw, each run of the suite (tests/unit/test_properties.py, test_fuzz_inputs.py).
+INPUTS = (
+    "any value of any configuration key (400 a run): a valid config or one ConfigError naming the key",
+    "any expert name (Unicode text, path separators, `..`, reserved and hidden names)",
+    "any prompt and chat messages (Unicode, control characters, empty, unknown roles)",
+    "any chat request body over HTTP (150 a run, every parameter with right and wrong types): never a 500",
+    "damaged adapter folders (120 a run: truncated or overwritten weights, a wrong header, missing files, any "
+    "adapter_config.json value, symlinks out of the folder, pickles): imported and answering, or one clear error",
+    "document texts (200 a run: Markdown tables, lists, fences, control characters) and any bytes as a document "
+    "file (60 a run): passages citing their own lines, training data, or one clear error",
+)
+
 # Every defect the hardening suite (this benchmark, tests/unit/test_properties.py, test_fuzz_inputs.py,
 # test_concurrency.py, test_crash_consistency.py, bench_soak.py) found, with its fix: kept by hand.
 DEFECTS = (
@@ -328,7 +340,7 @@ def run_system(trials: int, max_delay: float, workspaces: int) -> dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.common import add_run_arguments, command_line, machine_info, write_json_and_markdown
+    from benchmarks.common import add_run_arguments, command_line, machine_info
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=200)
@@ -337,16 +349,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--system-trials",
         type=int,
-        default=40,
+        default=30,
         help="kills of a worker that creates experts and saves the system (0: none)",
     )
     parser.add_argument("--system-max-delay", type=float, default=20.0, help="latest such kill, seconds")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        help="write the report again from a reliability.json this script wrote (no trials)",
+    )
     add_run_arguments(parser)
     args = parser.parse_args(argv)
+    if args.render is not None:
+        import json
+
+        return report(json.loads(args.render.read_text()), Path(args.out))
     result = run(args.trials, args.max_delay, args.workspaces)
     if args.system_trials:
         result["system"] = run_system(args.system_trials, args.system_max_delay, max(1, args.system_trials // 4))
-    result.update(machine=machine_info(args.threads), command=command_line(__file__, argv))
+    result.update(machine=machine_info(args.threads), command=command_line(__file__, argv),
+                  settings={"max_delay": args.max_delay, "system_max_delay": args.system_max_delay})  # fmt: skip
+    return report(result, Path(args.out))
+
+
+def report(result: dict[str, Any], out: Path) -> int:
+    """Write ``reliability.{json,md}`` under ``out``: the crash trials, the soak (``out/soak.json``, from
+    ``bench_soak.py``, when there), the inputs the property tests try, and the defects found."""
+    import json
+
+    from benchmarks.common import write_json_and_markdown
+
+    settings = result.get("settings", {"max_delay": 1.5, "system_max_delay": 20.0})
+    args = argparse.Namespace(**settings)
     broken = [r for r in result["trials"] if r["violations"]]
     system = result.get("system")
     broken_system = [r for r in system["trials"] if r["violations"]] if system else []
@@ -387,8 +422,22 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for r in broken_system[:20]:
             lines.append(f"- trial {r['seed']} (killed after {r.get('delay_s')} s): " + "; ".join(r["violations"]))
+    soak_file = out / "soak.json"
+    if soak_file.is_file():
+        soak = json.loads(soak_file.read_text())
+        lines += [
+            "",
+            "## Requests served under load (`bench_soak.py`, `soak.md`)",
+            "",
+            f"{soak['settings']['concurrency']} clients for {soak['load_s'] / 60:.1f} min against `adaptive-moe serve` "
+            f"({soak['settings']['experts']} experts in a pool of {soak['settings']['capacity']}; "
+            f"{soak['machine']['date'][:10]}): {soak['requests']} requests, {soak['server_errors']} 5xx, "
+            f"{soak['failed_connections']} failed connections or cut streams, every bad request a 4xx: "
+            f"{soak['bad_requests_all_4xx']}; resident memory {soak['rss_growth']:+.1%} after warm-up.",
+        ]
+    lines += ["", "## Inputs tried (property tests, every suite run)", "", *[f"- {x}" for x in INPUTS]]
     lines += ["", "## Defects this suite found, and their fixes", "", *[f"- {d}" for d in DEFECTS]]
-    write_json_and_markdown(Path(args.out), "reliability", result, lines)
+    write_json_and_markdown(out, "reliability", result, lines)
     print("\n".join(lines))
     return 0 if not broken and not broken_system else 1
 
