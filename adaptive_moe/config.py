@@ -509,9 +509,10 @@ class ServeConfig(_Section):
         True, help="engine 'ray': send a call for an expert to a replica that holds it (Serve's model multiplexing)"
     )
     spread_after: int = _f(
-        0,
+        2,
         help="engine 'ray' with multiplex: once this many calls for one expert are in flight, further ones go to "
-        "any replica (which loads the expert too), so a hot expert is not held by one replica; 0: never",
+        "any replica (which loads the expert too), so a hot expert is not held by one replica (2 replicas, 75% of "
+        "calls for one expert: 1.17x the requests/s of never, same pool hit ratio); 0: never",
         ge=0,
     )
     replica_cpus: float = _f(
