@@ -257,21 +257,26 @@ def create_expert(
                                 progress=progress, kind=kind, extra=extra)  # fmt: skip
     atomic_write_text(work / "evaluation.json", json.dumps(report.to_dict(), indent=1, default=str))
     timings["evaluate"] = time.perf_counter() - t
-    if cfg.report_to != "none":
-        texts = {"config": cfg.to_dict(), "data": dict(data.stats), "evaluation": report.to_dict()}
-        metrics = {**report.metrics(), "admitted": float(report.admitted)}
-        log_run_summary(cfg.report_to, run_dir, metrics=metrics, texts=texts)
     logger.info("expert %s: %s", name, report)
 
     card, resolved = None, []
     t = time.perf_counter()
     if report.admitted:
         description = domain or _describe(data, name)
+        memory = _training_memory(adapter)
+        if memory:  # the training's peak memory (CPU RSS, GPU allocated) goes in the card too
+            extra = {**extra, "training_memory": memory}
         card = moe.add_expert(adapter, name, domain=description, questions=training_questions,
                               new_version=new_version, metrics=report.metrics(), kind=kind, extra=extra)  # fmt: skip
         resolved = moe.resolve_gaps(name)
         shutil.rmtree(work, ignore_errors=True)  # registered: the work folder has served
     timings["register"] = time.perf_counter() - t
+    if cfg.report_to != "none":  # the tracker's run gets the admission, and the expert card when admitted
+        texts = {"config": cfg.to_dict(), "data": dict(data.stats), "evaluation": report.to_dict()}
+        if card is not None:
+            texts["card"] = card.to_dict()
+        metrics = {**report.metrics(), "admitted": float(report.admitted)}
+        log_run_summary(cfg.report_to, run_dir, metrics=metrics, texts=texts)
     timings["total"] = time.perf_counter() - started
     return CreationResult(name=name, admitted=report.admitted, metrics=report.metrics(), reasons=report.reasons,
                           timings=timings, data=dict(data.stats), report=report, card=card, resolved_gaps=resolved,
@@ -313,6 +318,15 @@ def _describe(data, name: str) -> str:
         subjects[fact.subject] = subjects.get(fact.subject, 0) + 1
     top = sorted(subjects, key=lambda s: -subjects[s])[:3]
     return f"{name}: " + ", ".join(top) if top else name
+
+
+def _training_memory(adapter: Path) -> dict[str, Any] | None:
+    from .training import TRAINING_RECORD
+
+    try:
+        return json.loads((adapter / TRAINING_RECORD).read_text()).get("memory")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _read_state(work: Path) -> dict[str, Any]:

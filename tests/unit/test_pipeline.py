@@ -58,11 +58,18 @@ def test_admitted_expert_is_registered_matched_and_resolves_gaps(base, tmp_path)
     card = moe.experts.card("tidewater")
     assert card.metrics["domain_accuracy"] == result.metrics["domain_accuracy"]
     assert card.extra["example_questions"] and "Tidewater Guild" in card.domain
+    assert card.extra["training_memory"]["peak_rss_mib"] > 50  # the training's peak memory, in the card
     assert result.resolved_gaps == [1] and len(moe.gaps) == 0
     assert not (tmp_path / "ws" / "creating" / "tidewater").exists()
     if tracked:  # the run's loss curve and admission metrics, offline under <workspace>/runs/
         [run] = (tmp_path / "ws" / "runs").glob("tidewater-*")
         assert len(list(run.glob("events.out.tfevents.*"))) >= 2
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(run))
+        events.Reload()
+        assert {"card/text_summary", "config/text_summary", "evaluation/text_summary"} <= set(events.Tags()["tensors"])
+        assert events.Scalars("admission/admitted")[-1].value == 1.0
     with pytest.raises(OutputExistsError, match="exists; pass new_version=True"):
         moe.create_expert("tidewater", documents=[DOC], progress=False)
     v2 = moe.create_expert("tidewater", documents=[DOC], new_version=True, progress=False, general=GENERAL)
