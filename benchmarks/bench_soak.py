@@ -197,8 +197,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tail = [m for t, m in samples if t >= load_s - max(60.0, 0.1 * load_s)]
     at_warm = warm[-1] if warm else (samples[0][1] if samples else float("nan"))
     at_end = statistics.median(tail) if tail else float("nan")
-    bad_ok = all(s.isdigit() and 400 <= int(s) < 500 for k, s, _ in ((k, str(s), t) for k, s, t in outcomes)
-                 if k.startswith("bad:"))  # fmt: skip
+    bad_ok = all(str(s).isdigit() and 400 <= int(s) < 500 for k, s, _ in outcomes if k.startswith("bad:"))
     return {
         "machine": machine_info(args.threads), "command": command_line(__file__, args.argv),
         "settings": {"tiny": args.tiny, "minutes": args.minutes, "concurrency": args.concurrency,

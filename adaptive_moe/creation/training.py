@@ -489,8 +489,8 @@ def tracker_callbacks(report_to: str, run_dir: Path) -> list[Any]:
 
     TensorBoard gets its own writer on ``run_dir`` (the Trainer's default folder is the run's temporary
     output). MLflow, Weights & Biases and Trackio report through ``TrainingArguments.report_to``; they
-    are pointed at ``run_dir`` and kept offline through their environment variables, unless the user
-    set them (``MLFLOW_TRACKING_URI``, ``WANDB_MODE`` / ``WANDB_DIR``, ``TRACKIO_DIR``)."""
+    are pointed at ``run_dir`` and kept offline by :func:`tracking_in` while the run trains. Here their
+    packages are only checked, so a bad setting fails before the model is touched."""
 
     if report_to not in TRACKERS:
         raise InvalidInputError(f"report_to must be one of {', '.join(TRACKERS)}, got {report_to!r}")

@@ -171,7 +171,7 @@ class ExpertRegistry:
                 kind=kind,
                 base_fingerprint=record.get("base_fingerprint"),
                 base_name=record.get("base_name") or config.get("base_model_name_or_path"),
-                lora=record.get("lora") or _lora_summary(config, layout),
+                lora={},  # summarised below, once the config is known to be sound
                 data=record.get("data") or {},
                 metrics=dict(metrics or {}),
                 weights_sha256=sha256_file(weights),
@@ -184,7 +184,8 @@ class ExpertRegistry:
                 probe.check(base)
                 card.base_fingerprint, card.base_name = base.fingerprint, base.name
             else:
-                probe.peft_config()  # LoRA, no bias, no DoRA
+                probe.peft_config()  # LoRA, no bias, no DoRA, sound field values
+            card.lora = record.get("lora") or _lora_summary(config, layout)
 
             def write(folder: Path) -> None:
                 shutil.copy2(adapter_dir / "adapter_config.json", folder / "adapter_config.json")

@@ -25,6 +25,7 @@ from ..config import GenerationConfig
 from ..documents import Passage
 from ..errors import CorruptExpertError, InvalidInputError, ModelBusyError
 from ..model.generation import Prompt, current_streamer, normalize_prompts, query_text, replay, streaming
+from ..uncertainty.base import MeanTokenLogProb
 from ..utils.io import atomic_write_text
 from .expert import LoRAExpert, register_expert_kind
 
@@ -223,9 +224,10 @@ class RetrievalExpert(LoRAExpert):
         streamer = current_streamer() if len(rows) > len(items) else None
         with self.base.adapter_host.activated(self.slot), streaming(None) if streamer else contextlib.nullcontext():
             signals = self.base.generate_with_signals(rows, gen, quotes=quotes)
+        sureness = [MeanTokenLogProb().score(s) for s in signals]  # an empty answer is the least sure
         best: dict[int, int] = {}
         for r, i in enumerate(owner):  # ties keep the earlier reading
-            if i not in best or _surety(signals[r]) > _surety(signals[best[i]]):
+            if i not in best or sureness[r] > sureness[best[i]]:
                 best[i] = r
         out = []
         for i, original in enumerate(items):
@@ -237,12 +239,6 @@ class RetrievalExpert(LoRAExpert):
         if streamer is not None:
             replay(streamer, out[0].token_ids)
         return out
-
-
-def _surety(signals: Any) -> float:
-    """Mean token log-probability of an answer (an empty answer is the least sure)."""
-    logprobs = signals.token_logprobs
-    return float(logprobs.mean()) if len(logprobs) else float("-inf")
 
 
 def _citations(hits: list[tuple[Passage, float]]) -> list[dict[str, Any]]:

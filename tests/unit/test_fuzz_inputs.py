@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from adaptive_moe import AdaptiveMoEError, load_base_model
@@ -146,6 +147,7 @@ LINES = st.lists(
 
 @settings(max_examples=200, deadline=None)
 @given(LINES | TEXT, st.booleans())
+@example("# Widget\n\nThe widget weighs 340 g.\n\n| part | colour |\n|---|---|\n| lid | red |", True)
 def test_any_document_text_gives_passages_that_cite_its_own_lines(text, markdown):
     try:
         passages = document_passages(text, "doc.md", markdown=markdown)
@@ -153,10 +155,15 @@ def test_any_document_text_gives_passages_that_cite_its_own_lines(text, markdown
         assert str(e)
         return
     lines = text.splitlines()
+    if "weighs 340 g" in text:  # the explicit example: its sentence and its table row are passages
+        assert {p.body for p in passages} >= {"The widget weighs 340 g.", "lid: red."}
     for p in passages:
         assert p.body.strip() and p.source == "doc.md" and p.body in p.text
         first, last = p.lines
         assert 1 <= first <= last <= max(len(lines), 1)
+        cited = "\n".join(lines[first - 1 : last])
+        words = re.findall(r"\w+", p.body)
+        assert not words or any(w in cited for w in words)  # the lines it cites hold its words
 
 
 @settings(max_examples=60, deadline=None)

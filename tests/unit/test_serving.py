@@ -82,6 +82,7 @@ def test_streamed_answer_equals_the_plain_one_and_carries_the_route_first(served
     # a chunk per token (a token ending inside a multi-byte character waits for the next), log-probs with them
     body = [c for c in chunks[1:] if c.choices and c.choices[0].finish_reason is None]
     assert 1 <= len(body) <= plain.usage.completion_tokens
+    assert all(c.choices[0].delta.content and c.choices[0].logprobs.content for c in body)  # no empty chunk
     assert sum(len(c.choices[0].logprobs.content) for c in body) == plain.usage.completion_tokens
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == plain.choices[0].finish_reason
