@@ -52,6 +52,8 @@ from benchmarks.common import add_run_arguments, command_line, load_base, machin
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 SPLITS = ("dev", "test")
+#: reader-training documents (``corpus/train``): never measured on, not part of ``all``
+TRAIN_SPLIT = "train"
 MAX_ANSWER_WORDS = 20
 #: how the expert is made from its documents; each approach is a set of config changes
 APPROACHES: dict[str, dict[str, Any]] = {
@@ -72,7 +74,8 @@ APPROACHES: dict[str, dict[str, Any]] = {
 
 
 def load_corpus(split: str) -> list[dict[str, Any]]:
-    """The documents of ``split`` (``dev``, ``test`` or ``all``) with their reader questions, by name."""
+    """The documents of ``split`` (``dev``, ``test``, ``all`` = both, or ``train``, the documents the shipped
+    reader is also fitted on) with their reader questions, by name."""
     splits = SPLITS if split == "all" else (split,)
     docs = []
     for s in splits:

@@ -7,7 +7,13 @@ the top 1 or 2 passages, and the base answers from them (``context_prompt``, gre
 - ``untrained``: the base as it is;
 - ``synthetic``: a reader trained on invented entities alone (what a base with no shipped reader gets);
 - ``synthetic+dev``: a reader trained on invented entities and the reader questions of the *other*
-  fold's dev documents (how the shipped reader is made, minus the held-out fold).
+  fold's dev documents;
+- ``synthetic+train``: a reader trained on invented entities and the reader questions of the training
+  documents (``corpus/train``, written for the reader's fit and never measured on); every dev document
+  is held out from it.
+
+The corpus questions are shown with their top ``--train-passages`` retrieved passages (default ``2``;
+``1,2,3`` shows each question once with each number, as the readings of a retrieval expert do).
 
 An answer is right when it contains a gold answer and has at most 20 words. Also reported: the share
 of questions whose gold answer is in the passages shown (retrieval recall).
@@ -65,7 +71,7 @@ def read(base, docs, k: int, judge, embedder, decoding: str = "plain") -> dict[s
     return out
 
 
-READERS = ("untrained", "synthetic", "synthetic+dev")
+READERS = ("untrained", "synthetic", "synthetic+dev", "synthetic+train")
 DECODINGS = ("plain", "quote")
 
 
@@ -103,6 +109,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=READER_STEPS)
     parser.add_argument("--synthetic", type=int, default=560)
     parser.add_argument("--k", default="1,2", help="passages shown, comma-separated (default 1,2)")
+    parser.add_argument("--train-passages", default="2", help="passages shown with a corpus question in training")
     parser.add_argument("--readers", default=",".join(READERS), help=f"comma-separated subset of {READERS}")
     parser.add_argument("--decodings", default=",".join(DECODINGS), help=f"comma-separated subset of {DECODINGS}")
     parser.add_argument(
@@ -133,11 +140,16 @@ def main(argv=None) -> int:
         plans.append(("untrained", None, all_docs))
     if "synthetic" in readers:
         plans.append(("synthetic", synthetic_reading_examples(args.synthetic), all_docs))
+    shown = tuple(int(k) for k in args.train_passages.split(","))
     if "synthetic+dev" in readers:
         for held in FOLDS:
             others = [n for f in FOLDS if f is not held for n in f]
-            examples = synthetic_reading_examples(args.synthetic) + corpus_examples("dev", 2, 3, seed=0, only=others)
+            dev = corpus_examples("dev", shown, 3, seed=0, only=others)
+            examples = synthetic_reading_examples(args.synthetic) + dev
             plans.append(("synthetic+dev", examples, [corpus[n] for n in held]))
+    if "synthetic+train" in readers:
+        examples = synthetic_reading_examples(args.synthetic) + corpus_examples("train", shown, 3, seed=0)
+        plans.append(("synthetic+train", examples, all_docs))
     with tempfile.TemporaryDirectory(prefix="bench_reader_") as tmp:
         for i, (name, examples, docs) in enumerate(plans):
             base = load_base_model(device="cpu")
@@ -151,7 +163,8 @@ def main(argv=None) -> int:
                     for doc, r in read(base, docs, k, judge, embedder, decoding).items():
                         rows.append({"reader": name, "k": k, "decoding": decoding, "doc": doc, **r})
     result = {"machine": machine_info(args.threads), "command": command_line(__file__, argv),
-              "settings": {"steps": args.steps, "synthetic": args.synthetic}, "rows": rows,
+              "settings": {"steps": args.steps, "synthetic": args.synthetic, "train_passages": list(shown)},
+              "rows": rows,
               "elapsed_s": time.perf_counter() - started}  # fmt: skip
     return report(result, args)
 

@@ -41,19 +41,21 @@ def retrieved_passages(doc: dict, k: int, embedder) -> list[list[str]]:
     return [[index.passages[i].text for i, _ in row] for row in hits]
 
 
-def corpus_examples(split: str, passages: int, repeats: int, seed: int,
+def corpus_examples(split: str, passages: int | tuple[int, ...], repeats: int, seed: int,
                     only: list[str] | None = None) -> list[tuple[str, str]]:  # fmt: skip
-    """Each reader question of ``split`` (of the documents named in ``only``, default all) with its
-    ``passages`` retrieved passages, in ``repeats`` orders."""
+    """Each reader question of ``split`` (of the documents named in ``only``, default all) ``repeats``
+    times, each time with its top retrieved passages in a random order: ``passages`` of them, or, when
+    ``passages`` is a tuple, its numbers in turn (a reader that answers with several readings sees each)."""
+    ks = passages if isinstance(passages, tuple) else (passages,)
     rng = random.Random(seed)
     embedder = make_embedder("minilm")
     out = []
     for doc in load_corpus(split):
         if only is not None and doc["name"] not in only:
             continue
-        for (question, golds), row in zip(doc["questions"], retrieved_passages(doc, passages, embedder), strict=True):
-            for _ in range(repeats):
-                shown = list(row)
+        for (question, golds), row in zip(doc["questions"], retrieved_passages(doc, max(ks), embedder), strict=True):
+            for r in range(repeats):
+                shown = list(row[: ks[r % len(ks)]])
                 rng.shuffle(shown)
                 out.append((context_prompt(question, shown), golds[0]))
     return out

@@ -542,6 +542,7 @@ def tracking_in(report_to: str, run_dir: Path) -> Iterator[None]:
     env = tracker_environment(report_to, run_dir)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    moved = _trackio_folder(Path(env["TRACKIO_DIR"])) if "TRACKIO_DIR" in env else []
     try:
         if report_to == "mlflow" and "MLFLOW_TRACKING_URI" in env:
             import mlflow
@@ -552,11 +553,40 @@ def tracking_in(report_to: str, run_dir: Path) -> Iterator[None]:
                 client.create_experiment(name, artifact_location=(Path(run_dir).resolve() / "mlartifacts").as_uri())
         yield
     finally:
+        for module, name, value in moved:
+            setattr(module, name, value)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _trackio_folder(folder: Path) -> list[tuple[Any, str, Any]]:
+    """Point Trackio at ``folder`` for one run, and return what to put back. Trackio reads ``TRACKIO_DIR``
+    once, when it is first imported, into module globals (its storage, media and artifact folders) that its
+    modules import by name; so a second run in the same process, or a process that imported Trackio before,
+    would write to the first folder (``~/.cache/huggingface/trackio`` by default). Each loaded Trackio module's
+    copies of those globals are set to ``folder`` and its subfolders."""
+    import sys
+
+    import trackio.utils as utils
+
+    old = utils.TRACKIO_DIR
+    names = {"TRACKIO_DIR": folder}
+    for name in ("MEDIA_DIR", "ARTIFACTS_DIR"):
+        value = getattr(utils, name, None)
+        if isinstance(value, Path) and value.parent == old:
+            names[name] = folder / value.name
+    moved = []
+    for mod_name, module in list(sys.modules.items()):
+        if module is None or not (mod_name == "trackio" or mod_name.startswith("trackio.")):
+            continue
+        for name, value in names.items():
+            if isinstance(getattr(module, name, None), Path):
+                moved.append((module, name, getattr(module, name)))
+                setattr(module, name, value)
+    return moved
 
 
 def _finish_tracker_run(report_to: str) -> None:
@@ -638,6 +668,7 @@ def _training_arguments(cls, lora, run_dir, base, has_eval, max_steps, progress,
         # TensorBoard gets its own writer (tracker_callbacks); the other trackers go through the Trainer
         "report_to": "none" if report_to in ("none", "tensorboard") else [report_to],
         "run_name": None if tracked is None else tracked.name,
+        "project": "adaptive_moe",  # Trackio's project (its database file's name)
         "seed": lora.seed,
         "data_seed": lora.seed,
         "use_cpu": on_cpu,

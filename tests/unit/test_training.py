@@ -318,6 +318,28 @@ def test_wandb_run_is_written_offline_under_the_run_folder(base, tmp_path, monke
     assert "WANDB_MODE" not in os.environ and "WANDB_DIR" not in os.environ  # set for the run alone
 
 
+def test_trackio_run_is_kept_locally_under_the_run_folder_with_the_loss_curve(base, tmp_path, monkeypatch):
+    require("trackio")
+    import sqlite3
+
+    for key in ("TRACKIO_DIR", "TRACKIO_SPACE_ID"):  # recorded, so the test leaves them unset
+        monkeypatch.setenv(key, "unset by this test")
+        monkeypatch.delenv(key)
+    for name in ("expert-1", "expert-2"):  # Trackio reads its folder once per process: each run still gets its own
+        runs = tmp_path / "runs" / name
+        out = train_lora(base, DATA * 4, tmp_path / name, lora=QUICK.replace(learning_rate=1e-2), max_steps=10,
+                         progress=False, report_to="trackio", run_dir=runs)  # fmt: skip
+        [db] = list(runs.rglob("*.db"))  # local: a SQLite file per project in the run folder, nothing sent
+        assert db.name == "adaptive_moe.db"
+        with sqlite3.connect(db) as con:
+            rows = [json.loads(m) for (m,) in con.execute("SELECT metrics FROM metrics ORDER BY step")]
+        losses = [r["train/loss"] for r in rows if "train/loss" in r]
+        record = json.loads((out / TRAINING_RECORD).read_text())
+        logged = [h["loss"] for h in record["log_history"] if "loss" in h]
+        assert losses == pytest.approx(logged, rel=1e-4) and len(losses) == 2
+        assert "TRACKIO_DIR" not in os.environ  # set for the run alone
+
+
 def test_an_unknown_tracker_fails_before_training(base, tmp_path):
     with pytest.raises(InvalidInputError, match="report_to must be one of none, tensorboard"):
         train_lora(base, DATA, tmp_path / "expert", lora=QUICK, max_steps=1, progress=False, report_to="comet")
