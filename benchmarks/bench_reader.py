@@ -39,9 +39,9 @@ from peft import PeftModel
 
 from adaptive_moe import load_base_model
 from adaptive_moe.config import GenerationConfig
-from adaptive_moe.creation.reader import READER_STEPS, synthetic_reading_examples, train_reader
+from adaptive_moe.creation.reader import READER_LORA, READER_STEPS, synthetic_reading_examples, train_reader
 from adaptive_moe.evaluation.scoring import get_scorer
-from adaptive_moe.experts.retrieval import context_prompt
+from adaptive_moe.experts.retrieval import context_prompt, supported_by
 from adaptive_moe.model.encoders import make_embedder
 from adaptive_moe.model.generation import generate_with_signals
 from benchmarks.bench_documents import is_right, load_corpus
@@ -66,8 +66,10 @@ def read(base, docs, k: int, judge, embedder, decoding: str = "plain") -> dict[s
         right = [is_right(a.text, g, judge) for a, (_, g) in zip(answers, questions, strict=True)]
         found = [any(x.lower() in " ".join(s).lower() for x in g) for s, (_, g) in zip(shown, questions, strict=True)]
         scores = [float(a.token_logprobs.mean()) if len(a.token_logprobs) else -1e3 for a in answers]
+        backed = [supported_by(a.text, s) for a, s in zip(answers, shown, strict=True)]
         out[doc["name"]] = {"accuracy": sum(right) / len(right), "recall": sum(found) / len(found), "n": len(right),
-                            "right": right, "mean_logprob": scores, "answers": [a.text for a in answers]}  # fmt: skip
+                            "right": right, "mean_logprob": scores, "supported": backed,
+                          "answers": [a.text for a in answers]}  # fmt: skip
     return out
 
 
@@ -85,7 +87,8 @@ def _auroc(right: list[bool], scores: list[float]) -> float | None:
 def surest_rows(rows: list[dict[str, Any]], ks: list[int]) -> list[dict[str, Any]]:
     """For each reader, decoding and document read with every ``k`` of ``ks``: the accuracy of keeping, per
     question, the answer of the reading with the highest mean token log-probability (a tie keeps the smaller
-    ``k``), which is what a retrieval expert with ``creation.retrieval_readings: ks`` answers."""
+    ``k``) among those its passages back (``supported_by``; rows written before that was recorded count as
+    backed), which is what a retrieval expert with ``creation.retrieval_readings: ks`` answers."""
     out = []
     keys = {(r["reader"], r.get("decoding", "plain"), r["doc"]) for r in rows}
     for reader, decoding, doc in sorted(keys):
@@ -95,7 +98,9 @@ def surest_rows(rows: list[dict[str, Any]], ks: list[int]) -> list[dict[str, Any
             continue
         right, scores = [], []
         for i in range(cell[ks[0]]["n"]):
-            k = max(ks, key=lambda k: (cell[k]["mean_logprob"][i], -k))
+            k = max(
+                ks, key=lambda k: (cell[k].get("supported", [True] * cell[k]["n"])[i], cell[k]["mean_logprob"][i], -k)
+            )
             right.append(cell[k]["right"][i])
             scores.append(cell[k]["mean_logprob"][i])
         out.append({"reader": reader, "k": "surest of " + ",".join(map(str, ks)), "decoding": decoding, "doc": doc,
@@ -110,6 +115,7 @@ def main(argv=None) -> int:
     parser.add_argument("--synthetic", type=int, default=560)
     parser.add_argument("--k", default="1,2", help="passages shown, comma-separated (default 1,2)")
     parser.add_argument("--train-passages", default="2", help="passages shown with a corpus question in training")
+    parser.add_argument("--targets", default=READER_LORA.target_modules, help="the readers' LoRA target modules")
     parser.add_argument("--readers", default=",".join(READERS), help=f"comma-separated subset of {READERS}")
     parser.add_argument("--decodings", default=",".join(DECODINGS), help=f"comma-separated subset of {DECODINGS}")
     parser.add_argument(
@@ -155,7 +161,9 @@ def main(argv=None) -> int:
             base = load_base_model(device="cpu")
             if examples is not None:
                 say(f"training the {name} reader ({len(examples)} examples) for {len(docs)} documents", "reader")
-                folder = train_reader(base, Path(tmp) / f"reader-{i}", examples, steps=args.steps, progress=False)
+                lora = READER_LORA.replace(target_modules=args.targets)
+                folder = train_reader(base, Path(tmp) / f"reader-{i}", examples, lora=lora, steps=args.steps,
+                                      progress=False)  # fmt: skip
                 base.model = PeftModel.from_pretrained(base.model, str(folder))
             for k in ks:
                 for decoding in decodings:
@@ -163,7 +171,8 @@ def main(argv=None) -> int:
                     for doc, r in read(base, docs, k, judge, embedder, decoding).items():
                         rows.append({"reader": name, "k": k, "decoding": decoding, "doc": doc, **r})
     result = {"machine": machine_info(args.threads), "command": command_line(__file__, argv),
-              "settings": {"steps": args.steps, "synthetic": args.synthetic, "train_passages": list(shown)},
+              "settings": {"steps": args.steps, "synthetic": args.synthetic, "train_passages": list(shown),
+                           "targets": args.targets},
               "rows": rows,
               "elapsed_s": time.perf_counter() - started}  # fmt: skip
     return report(result, args)

@@ -14,6 +14,8 @@ sent once with Serve's multiplexing (a call lands on a replica that holds its ex
 
     python benchmarks/bench_scale.py                        # ~10 minutes on 2 cores, the embedded model
     python benchmarks/bench_scale.py --tiny --out /tmp/s    # the plumbing on a tiny random model
+    python benchmarks/bench_scale.py --hot                  # a hot expert: scale_hot.md
+    python benchmarks/bench_scale.py --routed               # routed calls steered by the ingress: scale_routed.md
 
 Writes ``scale.{json,md,png}`` under ``--out`` (default: benchmarks/results).
 """
@@ -171,6 +173,109 @@ def run_hot(args: argparse.Namespace) -> dict[str, Any]:
                          "calls": len(bodies), "hot_share": args.hot_share, "concurrency": args.concurrency,
                          "max_tokens": args.max_tokens, "rounds": args.rounds},
             "runs": rows, "summary": summary, "elapsed_s": time.perf_counter() - started}  # fmt: skip
+
+
+#: invented topics for --routed: each expert is taught three questions and asked the other three
+TOPICS = ("Kovane weavers' guild", "Varn estuary harbour", "Ostrel glassworks", "Pellan hill observatory",
+          "Drummock rowing club", "Saltery Lane market", "Harwick tram company", "Emberly cheese dairy")  # fmt: skip
+TEMPLATES = ("Who founded the {}?", "When was the {} established?", "Where is the {}?",
+             "Who runs the {} today?", "How many people work at the {}?", "What is the {} known for?")  # fmt: skip
+
+
+def run_routed(args: argparse.Namespace) -> dict[str, Any]:
+    """Routed calls (model ``adaptive-moe``) about ``--experts`` invented topics on 2 replicas whose pools hold
+    ``--capacity`` experts: ``serve.steer_routed`` on (the ingress sends the expert the question matches as the
+    multiplexed id) against off (any replica; the replica's router picks the expert and loads it)."""
+    import ray
+    from ray import serve
+
+    from adaptive_moe.serving.ray_serve import APP_NAME, build_application
+
+    started = time.perf_counter()
+    deadline = time.time() + args.time_limit
+    work = tempfile.TemporaryDirectory(prefix="bench_scale_routed_")
+    root = Path(work.name)
+    base, folder = load_base(args.tiny, root)
+    changes = {"workspace": str(root / "ws"), "gaps.enabled": False, "serve.max_queue": 256,
+               "pool.capacity": args.capacity, "integrator.expert_confidence_floor": 0.0}  # fmt: skip
+    if folder:
+        changes["model.name_or_path"] = folder
+    cfg = AdaptiveMoEConfig().replace(**changes)
+    topics = TOPICS[: args.experts]
+    names = [f"expert{i}" for i in range(len(topics))]
+    with AdaptiveMoE(cfg, base=base) as moe:
+        for i, (name, topic) in enumerate(zip(names, topics, strict=True)):
+            moe.add_expert(make_random_adapter(base.model, root / name, seed=i), name, domain=f"the {topic}",
+                           questions=[t.format(topic) for t in TEMPLATES[:3]])  # fmt: skip
+    del base
+    rng = random.Random(1)
+    asked = [(n, TEMPLATES[3 + rng.randrange(3)].format(t)) for n, t in
+             (rng.choice(list(zip(names, topics, strict=True))) for _ in range(args.expert_requests))]  # fmt: skip
+    bodies = [{"model": "adaptive-moe", "max_tokens": args.max_tokens, "messages": [{"role": "user", "content": q}]}
+              for _, q in asked]  # fmt: skip
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    url = f"http://127.0.0.1:{port}"
+    rows: dict[str, list[dict[str, Any]]] = {}
+    try:
+        for r in range(args.rounds):
+            for steer in (False, True):
+                say(f"routed calls, steer_routed {steer}, round {r + 1}", "scale")
+                steered = cfg.replace(**{"serve.steer_routed": steer})
+                serve.run(build_application(steered, replicas=2, api_key=""), name=APP_NAME, route_prefix="/")
+                out = send(url, bodies, args.concurrency, deadline)
+                fields = out["fields"]
+                hits = sum(f.get("cache", {}).get("hits", 0) for f in fields)
+                misses = sum(f.get("cache", {}).get("misses", 0) for f in fields)
+                to_expert = [f for f in fields if f.get("route") == "expert"]
+                right = sum(f["experts"][0]["name"] == n for f, (n, _) in zip(fields, asked, strict=False)
+                            if f.get("route") == "expert" and f.get("experts"))  # fmt: skip
+                health = httpx.get(url + "/health", timeout=30).json()
+                rows.setdefault(str(steer).lower(), []).append(
+                    {"rps": out["n"] / out["wall_s"], "p99_s": _percentile(out["latencies"], 0.99), "hits": hits,
+                     "misses": misses, "hit_ratio": hits / max(1, hits + misses), "n": out["n"],
+                     "to_expert": len(to_expert), "right_expert": right,
+                     "hinted": health.get("hinted", 0)})  # fmt: skip
+                serve.delete(APP_NAME)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        work.cleanup()
+    summary = {k: {m: statistics.median(x[m] for x in v) for m in ("rps", "hit_ratio", "p99_s", "to_expert",
+                                                                   "right_expert", "hinted")} | {"rounds": len(v)}
+               for k, v in rows.items()}  # fmt: skip
+    return {"machine": machine_info(args.threads), "command": command_line(__file__, args.argv),
+            "settings": {"tiny": args.tiny, "experts": len(names), "capacity": args.capacity, "calls": len(bodies),
+                         "concurrency": args.concurrency, "max_tokens": args.max_tokens, "rounds": args.rounds},
+            "runs": rows, "summary": summary, "elapsed_s": time.perf_counter() - started}  # fmt: skip
+
+
+def write_routed_report(r: dict[str, Any], out: Path) -> Path:
+    s = r["settings"]
+    off = r["summary"].get("false")
+    lines = [
+        "# Routed calls on Ray Serve: steered by the ingress's expert hint, or sent to any replica",
+        "",
+        f"`{r['command']}` on {r['machine']['date']}, {r['machine']['cpus']} CPUs; {r['elapsed_s'] / 60:.1f} min. "
+        f"2 replicas, {s['experts']} random experts on invented topics (each taught 3 questions), pools of "
+        f"{s['capacity']}; {s['calls']} routed calls (model `adaptive-moe`) asking other questions about the topics; "
+        f"{s['concurrency']} clients; {s['max_tokens']} new tokens; medians over {s['rounds']} rounds. "
+        "`serve.steer_routed`: the ingress matches the question with the workspace's saved router (MiniLM, no base "
+        "model) and sends the expert as Serve's multiplexed id; the replica still decides base or expert. Pool hit "
+        "ratio: answers by an expert that was already loaded on the replica that answered.",
+        "",
+        "| steer_routed | req/s | vs off | p99 (s) | pool hit ratio | answered by an expert | by the topic's expert "
+        "| calls hinted |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for k, row in r["summary"].items():
+        ratio = f"{row['rps'] / off['rps']:.2f}x" if off else "—"
+        lines.append(f"| {k} | {row['rps']:.2f} | {ratio} | {row['p99_s']:.1f} | {row['hit_ratio']:.2f} | "
+                     f"{row['to_expert']:.0f} of {s['calls']} | {row['right_expert']:.0f} | "
+                     f"{row['hinted']:.0f} |")  # fmt: skip
+    return write_json_and_markdown(out, "scale_routed", r, lines)
 
 
 def write_hot_report(r: dict[str, Any], out: Path) -> Path:
@@ -336,10 +441,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hot", action="store_true", help="only the hot-expert comparison (scale_hot.md)")
     parser.add_argument("--hot-share", type=float, default=0.75, help="share of the calls for the hot expert")
     parser.add_argument("--spread-after", default="0,2", help="serve.spread_after values compared (with --hot)")
+    parser.add_argument("--routed", action="store_true", help="only the routed-call steering comparison")
     add_run_arguments(parser)
     args = parser.parse_args(argv)
     args.argv = argv
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.routed:
+        write_routed_report(run_routed(args), args.out)
+        print((args.out / "scale_routed.md").read_text())
+        return 0
     if args.hot:
         args.spread_after = [int(x) for x in args.spread_after.split(",")]
         path = write_hot_report(run_hot(args), args.out)

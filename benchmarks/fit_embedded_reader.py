@@ -3,11 +3,12 @@ embedded base answers with (see ``adaptive_moe/creation/reader.py``).
 
 Training data, RAFT style (the passage that holds the answer among distractors, in the prompt format a
 retrieval expert answers in): invented entities of every kind, and the reader questions of the
-**development** documents of ``benchmarks/corpus/dev`` shown with the two passages the MiniLM index
-retrieves for them. The test documents are never read here: ``bench_documents.py --split test`` measures
-the shipped reader on documents it has not seen.
+**development** and **training** documents (``benchmarks/corpus/dev`` and ``train``), each shown three
+times, with the 1, 2 and 3 passages its MiniLM index retrieves (the readings a retrieval expert answers
+with). The test documents are never read here: ``bench_documents.py --split test`` measures the shipped
+reader on documents it has not seen.
 
-    python benchmarks/fit_embedded_reader.py          # ~13 min on 2 CPU cores
+    python benchmarks/fit_embedded_reader.py          # ~20 min on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from adaptive_moe import load_base_model
-from adaptive_moe.creation.reader import EMBEDDED_READER_DIR, READER_STEPS, synthetic_reading_examples, train_reader
+from adaptive_moe.creation.reader import (
+    EMBEDDED_READER_DIR,
+    READER_LORA,
+    READER_STEPS,
+    synthetic_reading_examples,
+    train_reader,
+)
 from adaptive_moe.creation.retrieval import build_index
 from adaptive_moe.experts.retrieval import context_prompt
 from adaptive_moe.model.encoders import make_embedder
@@ -63,21 +70,32 @@ def corpus_examples(split: str, passages: int | tuple[int, ...], repeats: int, s
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=250)
     parser.add_argument("--synthetic", type=int, default=560, help="reading examples over invented entities")
-    parser.add_argument("--repeats", type=int, default=3, help="orders of the passages per dev question")
+    parser.add_argument("--repeats", type=int, default=3, help="times each corpus question is shown")
+    parser.add_argument("--passages", default="1,2,3", help="passages shown with a corpus question, in turn")
+    parser.add_argument("--splits", default="dev,train", help="corpus splits whose questions are trained on")
+    parser.add_argument("--targets", default=READER_LORA.target_modules, help="the reader's LoRA target modules")
     parser.add_argument("--target", default=str(EMBEDDED_READER_DIR), help="where the shipped reader is written")
     add_run_arguments(parser)
     args = parser.parse_args(argv)
+    splits = [s for s in args.splits.split(",") if s]
+    if "test" in splits:
+        parser.error("the test documents are for measuring the reader, never for fitting it")
     torch.set_num_threads(args.threads)
-    examples = synthetic_reading_examples(args.synthetic) + corpus_examples("dev", 2, args.repeats, seed=0)
+    shown = tuple(int(k) for k in args.passages.split(","))
+    examples = synthetic_reading_examples(args.synthetic)
+    for split in splits:
+        examples += corpus_examples(split, shown, args.repeats, seed=0)
     random.Random(0).shuffle(examples)
     base = load_base_model(device="cpu")
-    note = {"data": f"{args.synthetic} invented-entity examples + dev reader questions x{args.repeats}",
-            "default_steps": READER_STEPS}  # fmt: skip
-    target = train_reader(base, args.target, examples, steps=args.steps, note=note)
+    note = {"data": f"{args.synthetic} invented-entity examples + {'/'.join(splits)} reader questions x{args.repeats}"
+                    f" with {args.passages} passages", "default_steps": READER_STEPS}  # fmt: skip
+    lora = READER_LORA.replace(target_modules=args.targets)
+    target = train_reader(base, args.target, examples, lora=lora, steps=args.steps, note=note)
     config = target / "adapter_config.json"  # name the base, not this machine's cache path
     config.write_text(json.dumps({**json.loads(config.read_text()), "base_model_name_or_path": base.name}, indent=2))
+    (target / "README.md").unlink(missing_ok=True)  # PEFT's empty model card, naming this machine's paths
     weights = target / "adapter_model.safetensors"  # half precision: half the package size (figures measured so)
     save_file({k: v.to(torch.float16).contiguous() for k, v in load_file(str(weights)).items()}, str(weights))
     print(f"reader written to {target} ({len(examples)} examples, {args.steps} steps)")

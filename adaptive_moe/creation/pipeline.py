@@ -155,6 +155,13 @@ def create_expert(
                                    restatements=cfg.restatements, heldout_fraction=cfg.heldout_fraction,
                                    min_facts=0 if shared_reader else 1)  # fmt: skip
     kind, extra, train_items, index, reader = "lora", {}, list(data.train), None, None
+    generated: list[tuple[str, list[str]]] = []
+    if cfg.question_model and documents is not None:
+        from ..documents import load_passages
+        from .questions import generated_questions, question_generator
+
+        generated = generated_questions(question_generator(moe, cfg.question_model), load_passages(documents))
+        data.stats["generated_questions"] = len(generated)
     if cfg.method == "retrieval" and documents is not None:
         from ..model.encoders import make_embedder
         from .retrieval import build_index, key_value_questions, reading_examples
@@ -163,12 +170,14 @@ def create_expert(
         index = build_index(documents, embedder)
         if cfg.reader == "shared":
             # nothing is trained on the documents, so every rule-made question (and every `label: value`
-            # line of a table or list) can check the expert before admission
-            data.heldout = _check_questions(data, key_value_questions(index.passages), cfg.check_questions)
+            # line of a table or list, and every generated question) can check the expert before admission
+            checks = key_value_questions(index.passages) + generated
+            data.heldout = _check_questions(data, checks, cfg.check_questions)
         else:
             # each question with the passages retrieval gives it (as at answer time), plus the documents'
             # own restatements and sentences, which the LoRA also learns (a fallback when retrieval misses)
-            train_items = reading_examples(data.qa_pairs, index, embedder, cfg.retrieval_top_k) + data.documents
+            pairs = data.qa_pairs + [(q, a[0]) for q, a in generated]
+            train_items = reading_examples(pairs, index, embedder, cfg.retrieval_top_k) + data.documents
             lora = lora.replace(max_length=max(lora.max_length, cfg.retrieval_max_length))
         kind = "retrieval"
         extra = {"retrieval": {"top_k": cfg.retrieval_top_k, "passages": len(index.passages), "reader": cfg.reader,
@@ -249,7 +258,7 @@ def create_expert(
         )
 
     t = time.perf_counter()
-    training_questions = [q for q, _ in data.qa_pairs] or [domain or name]
+    training_questions = [q for q, _ in data.qa_pairs] + [q for q, _ in generated] or [domain or name]
     if index is not None:  # the matcher learns the domain from every passage too, not only from questions
         training_questions += [p.text for p in index.passages]
     report = evaluate_candidate(moe, name, adapter, data.heldout, training_questions=training_questions,

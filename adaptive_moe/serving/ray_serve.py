@@ -10,11 +10,13 @@
 
 A call for an expert (its name as the model) carries the expert as Serve's *multiplexed model id*, so it
 lands on a replica that already holds that expert when one does; each replica keeps at most
-``pool.capacity`` experts loaded (``max_num_models_per_replica``). A routed call goes to any replica, which
-decides base or expert itself. Replicas read one registry (the workspace on a path they all see) and pick
-up experts registered after start before their next batch; the gap ledger is shared through
-``gaps.database_url`` (PostgreSQL) when replicas run on several machines, and a request id keeps a
-retried request from being recorded twice.
+``pool.capacity`` experts loaded (``max_num_models_per_replica``). A routed call is decided by the replica
+that gets it, base or expert; with ``serve.steer_routed`` the ingress first guesses the expert its question
+matches (:class:`~adaptive_moe.serving.hints.ExpertHints`: the saved router's matcher, no base model) and
+sends it as the multiplexed id, so the call lands where that expert is loaded. Replicas read one registry
+(the workspace on a path they all see) and pick up experts registered after start before their next
+batch; the gap ledger is shared through ``gaps.database_url`` (PostgreSQL) when replicas run on several
+machines, and a request id keeps a retried request from being recorded twice.
 
 Serve does not replay a request whose replica died: the ingress retries it (``RETRIES`` times) on
 another replica, then answers 503 with ``Retry-After``, which the ``openai`` client retries by itself.
@@ -32,7 +34,7 @@ import logging
 from typing import Any
 
 from ..config import AdaptiveMoEConfig
-from ..errors import missing_dependency
+from ..errors import AdaptiveMoEError, missing_dependency
 from .backend import Call, LocalBackend, Reply
 from .responses import APIError
 
@@ -68,6 +70,12 @@ class RayBackend:
         self.waiting = 0
         self.in_flight: dict[str, int] = {}  # calls per expert now at the replicas (serve.spread_after)
         self.spread = 0  # calls for an expert sent to any replica because it was hot
+        self.hinted = 0  # routed calls steered to the expert their question matched (serve.steer_routed)
+        self.hints = None
+        if self.config.multiplex and self.config.steer_routed:
+            from .hints import ExpertHints
+
+            self.hints = ExpertHints(config)
 
     def start(self) -> None:
         """Nothing to start: the replicas are Serve's."""
@@ -81,12 +89,15 @@ class RayBackend:
 
     def health(self) -> dict[str, Any]:
         """What ``GET /health`` shows besides the status."""
-        return {"engine": "ray", "experts": self.expert_names(), "spread": self.spread}
+        return {"engine": "ray", "experts": self.expert_names(), "spread": self.spread, "hinted": self.hinted}
 
     async def answer(self, call: Call, disconnected: Any = None) -> Reply:
         """Send ``call`` to a replica (the one holding its expert, when it names one); re-send it when the
         replica dies under it; cancel it when the client leaves."""
         expert = call.experts[0] if call.experts else None
+        if expert is None and self.hints is not None:
+            expert = await asyncio.to_thread(self._hint, call)
+            self.hinted += expert is not None
         steer = bool(expert) and self.config.multiplex
         if steer and self.config.spread_after and self.in_flight.get(expert, 0) >= self.config.spread_after:
             steer = False  # a hot expert: let Serve pick the least busy replica, which loads it too
@@ -99,6 +110,15 @@ class RayBackend:
         finally:
             if expert:
                 self.in_flight[expert] -= 1
+
+    def _hint(self, call: Call) -> str | None:
+        from ..model.generation import query_text
+
+        try:
+            return self.hints.hint(query_text(call.prompt), self.expert_names())
+        except Exception as e:  # noqa: BLE001 - a hint is an optimisation: a failure leaves the call to any replica
+            logger.warning("request %s: no expert hint (%s: %s)", call.request_id, type(e).__name__, e)
+            return None
 
     async def _send(self, handle: Any, call: Call, disconnected: Any) -> Reply:
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
@@ -162,11 +182,17 @@ def _model_deployment(config: AdaptiveMoEConfig, replicas: int):
         async def answer(self, call: Call) -> Reply:
             """Answer one call through this replica's batcher."""
             expert = serve.get_multiplexed_model_id()
-            if call.experts:
+            if call.experts or expert:
                 self.backend.refresh()  # an expert registered after start
             loads = self.loads
-            if expert:
+            if expert and call.experts:
                 await self.resident(expert)
+            elif expert:  # a routed call the ingress steered here: loading its likely expert only helps
+                try:
+                    await self.resident(expert)
+                except (AdaptiveMoEError, OSError) as e:  # gone from the registry, or unreadable
+                    logger.warning("request %s: hinted expert %s not loaded (%s: %s)", call.request_id, expert,
+                                   type(e).__name__, e)  # fmt: skip
             reply = await self.backend.answer(call)
             reply.replica = self.name
             fields = (reply.body or {}).get("adaptive_moe")

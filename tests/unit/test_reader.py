@@ -116,6 +116,22 @@ def test_create_expert_with_the_shared_reader_trains_nothing_on_the_documents(
         assert out.attribution.citations and len(out.attribution.citations) == 1
 
 
+def test_a_question_model_runs_in_creation_and_its_count_is_recorded(base, tmp_path, short_examples):
+    cfg = AdaptiveMoEConfig().replace(
+        workspace=str(tmp_path / "ws"),
+        **{"generation.max_new_tokens": 4, "router.embedder": "base", "router.threshold": 1.0,
+           "router.min_match_score": 0.0, "integrator.expert_confidence_floor": 0.0, "creation.method": "retrieval",
+           "creation.reader": "shared", "creation.reader_steps": 2, "creation.retrieval_top_k": 1,
+           "creation.forced_general_questions": 2, "creation.domain_margin": 0.0, "creation.general_tolerance": 1.0,
+           "creation.question_model": "base"},
+    )  # fmt: skip
+    general = [("What is the capital of France?", ["Paris"])] * 2
+    with AdaptiveMoE(cfg, base=base) as moe:
+        result = moe.create_expert("widget", documents=[SPEC], progress=False, general=general)
+    # a random model's replies rarely pass the keep rule; the count is recorded either way
+    assert result.data["generated_questions"] >= 0 and result.data["check_questions"] >= 3
+
+
 def test_a_document_with_nothing_to_check_is_refused(base, tmp_path):
     cfg = AdaptiveMoEConfig().replace(workspace=str(tmp_path / "ws"),
                                       **{"creation.method": "retrieval", "creation.reader_steps": 2})  # fmt: skip

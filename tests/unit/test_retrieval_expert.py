@@ -15,7 +15,7 @@ from adaptive_moe import AdaptiveMoE, AdaptiveMoEConfig, load_base_model
 from adaptive_moe.documents import document_passages
 from adaptive_moe.errors import CorruptExpertError
 from adaptive_moe.experts import ExpertPool, ExpertRegistry, PassageIndex, RetrievalExpert
-from adaptive_moe.experts.retrieval import INDEX_FILE, context_prompt, supported_by, with_context
+from adaptive_moe.experts.retrieval import INDEX_FILE, best_readings, context_prompt, supported_by, with_context
 from adaptive_moe.model import encoders
 from adaptive_moe.model.constraints import normalise_quote
 from adaptive_moe.testing import make_random_adapter
@@ -108,7 +108,14 @@ def test_registered_retrieval_expert_answers_with_citations(base, tmp_path):
     pool.clear()
 
 
-def test_several_readings_keep_the_surest_answer_with_its_own_passages(base, tmp_path):
+def test_the_best_reading_is_the_surest_of_those_its_passages_back():
+    rows = [(False, -0.1), (True, -2.0), (True, -1.0), (False, -0.5), (False, -0.2), (True, -0.3), (True, -0.3)]
+    owner = [0, 0, 0, 1, 1, 2, 2]
+    # question 0: the backed, surer row beats a surer unbacked one; 1: none backed, the surest; 2: a tie, the first
+    assert best_readings(rows, owner) == {0: 2, 1: 4, 2: 5}
+
+
+def test_several_readings_keep_the_surest_backed_answer_with_its_own_passages(base, tmp_path):
     from adaptive_moe.model.generation import streaming
 
     src = make_random_adapter(base.model, tmp_path / "src", seed=3)
@@ -143,7 +150,9 @@ def test_several_readings_keep_the_surest_answer_with_its_own_passages(base, tmp
     pool.clear()
     for i, s in enumerate(chosen):
         sureness = [float(a[i].token_logprobs.mean()) if len(a[i].token_logprobs) else -1e9 for a in alone]
-        k = max(range(3), key=lambda j: (sureness[j], -j))  # the surest reading; a tie keeps the fewer passages
+        backed = [a[i].supported for a in alone]
+        # a reading whose passages back its answer first, then the surest; a tie keeps the fewer passages
+        k = max(range(3), key=lambda j: (backed[j], sureness[j], -j))
         assert s.text == alone[k][i].text and len(s.citations) == k + 1
         assert s.citations == alone[k][i].citations and s.prompt == questions[i]
     assert streamed.text == chosen[0].text and collected == [chosen[0].text]  # streamed whole after the choice
