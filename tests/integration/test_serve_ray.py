@@ -27,11 +27,12 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_llama_dir, tiny_base):
-    """Two replicas behind the ingress; the workspace holds expert ``alpha`` before start."""
+    """Two replicas behind the ingress; the workspace holds expert ``alpha`` (and the router, with its MiniLM
+    matcher, that knows it) before start."""
     tmp = tmp_path_factory.mktemp("ray")
     cfg = AdaptiveMoEConfig().replace(
         workspace=str(tmp / "ws"),
-        **{"model.name_or_path": str(tiny_llama_dir), "generation.max_new_tokens": 5, "router.embedder": "base",
+        **{"model.name_or_path": str(tiny_llama_dir), "generation.max_new_tokens": 5,
            "integrator.expert_confidence_floor": 0.0, "serve.batch_window_ms": 20.0},
     )  # fmt: skip
     with AdaptiveMoE(cfg, base=tiny_base) as moe:
@@ -80,6 +81,22 @@ def test_an_expert_sticks_to_the_replica_that_holds_it(served):
         replicas.append(raw.headers["x-adaptive-moe-replica"])
     # the first call loads alpha on one replica; Serve sends the next ones where it is loaded
     assert max(replicas.count(r) for r in set(replicas)) >= 5, replicas
+
+
+def test_a_routed_call_is_steered_to_the_replica_that_holds_its_expert(served):
+    _, url, _ = served
+    client = _client(url)
+    home = client.chat.completions.with_raw_response.create(model="alpha", messages=QUESTION)
+    home = home.headers["x-adaptive-moe-replica"]
+    before = httpx.get(url + "/health").json()["hinted"]
+    about = [{"role": "user", "content": "Who was the founder of the Kovane guild?"}]
+    replicas = [client.chat.completions.with_raw_response.create(model="adaptive-moe", messages=about)
+                .headers["x-adaptive-moe-replica"] for _ in range(4)]  # fmt: skip
+    # the ingress matched the question to alpha (the saved router, no base model) and sent it where alpha is
+    assert httpx.get(url + "/health").json()["hinted"] - before == 4
+    assert replicas.count(home) >= 3, (home, replicas)
+    general = client.chat.completions.with_raw_response.create(model="adaptive-moe", messages=QUESTION)
+    assert general.status_code == 200 and httpx.get(url + "/health").json()["hinted"] - before == 4  # no hint
 
 
 def test_an_expert_registered_after_start_is_served_without_a_restart(served, tiny_base):
