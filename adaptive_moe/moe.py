@@ -34,7 +34,7 @@ from .integration import ExpertAnswer, integrator_class
 from .model import BaseModel, load_base_model
 from .model.generation import _is_conversation, normalize_prompts
 from .output import MoEOutput, base_output, cache_events, expert_output
-from .routing import Query, RouteDecision, Router, router_class
+from .routing import Query, RouteDecision, Router, load_saved_router, router_class
 from .streaming import MoEStream
 from .utils.io import atomic_directory, atomic_write_text
 from .utils.lifecycle import Closable
@@ -139,8 +139,7 @@ class AdaptiveMoE(Closable):
     def _load_router(self):
         folder = self._router_dir()
         if (folder / "router.json").is_file():
-            name = json.loads((folder / "router.json").read_text()).get("router", self.config.router.name)
-            router = router_class(name).load(folder)
+            router = load_saved_router(folder, self.config.router.name)
             logger.info("router read from %s (its own config, threshold %.2f)", folder, router.config.threshold)
             return router
         if self.config.router.pretrained == "auto":

@@ -55,6 +55,38 @@ from benchmarks.common import (
 )
 
 
+def _workspace(args: argparse.Namespace, prefix: str) -> tuple[Any, Path, Any, AdaptiveMoEConfig]:
+    """A throwaway workspace, the base (``--tiny`` or the embedded model) and the config every run shares."""
+    work = tempfile.TemporaryDirectory(prefix=prefix)
+    root = Path(work.name)
+    base, folder = load_base(args.tiny, root)
+    changes = {"workspace": str(root / "ws"), "gaps.enabled": False, "serve.max_queue": 256,
+               "pool.capacity": args.capacity, "integrator.expert_confidence_floor": 0.0}  # fmt: skip
+    if folder:
+        changes["model.name_or_path"] = folder
+    return work, root, base, AdaptiveMoEConfig().replace(**changes)
+
+
+def _start_local_serve() -> str:
+    """A local Ray (2 CPUs) and Serve's HTTP proxy on a free loopback port; its URL."""
+    import ray
+    from ray import serve
+
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    return f"http://127.0.0.1:{port}"
+
+
+def _stop_local_serve() -> None:
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
 def send(url: str, bodies: list[dict[str, Any]], concurrency: int, deadline: float) -> dict[str, Any]:
     """POST every body once with ``concurrency`` clients; latencies, the ``adaptive_moe`` objects, wall time."""
     client = httpx.Client(timeout=600)
@@ -118,21 +150,13 @@ def hot_expert(url: str, bodies: list[dict[str, Any]], concurrency: int, deadlin
 def run_hot(args: argparse.Namespace) -> dict[str, Any]:
     """A hot expert (``--hot-share`` of the calls) on 2 replicas: multiplexing alone against
     ``serve.spread_after`` values (in-flight calls of one expert beyond which more go to any replica)."""
-    import ray
     from ray import serve
 
     from adaptive_moe.serving.ray_serve import APP_NAME, build_application
 
     started = time.perf_counter()
     deadline = time.time() + args.time_limit
-    work = tempfile.TemporaryDirectory(prefix="bench_scale_hot_")
-    root = Path(work.name)
-    base, folder = load_base(args.tiny, root)
-    changes = {"workspace": str(root / "ws"), "gaps.enabled": False, "serve.max_queue": 256,
-               "pool.capacity": args.capacity, "integrator.expert_confidence_floor": 0.0}  # fmt: skip
-    if folder:
-        changes["model.name_or_path"] = folder
-    cfg = AdaptiveMoEConfig().replace(**changes)
+    work, root, base, cfg = _workspace(args, "bench_scale_hot_")
     names = [f"expert{i}" for i in range(args.experts)]
     with AdaptiveMoE(cfg, base=base) as moe:
         for i, name in enumerate(names):
@@ -144,11 +168,7 @@ def run_hot(args: argparse.Namespace) -> dict[str, Any]:
     order[0] = names[0]
     bodies = [{"model": n, "max_tokens": args.max_tokens, "messages": [{"role": "user", "content": questions[i]}]}
               for i, n in enumerate(order)]  # fmt: skip
-    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    url = f"http://127.0.0.1:{port}"
+    url = _start_local_serve()
     rows: dict[str, list[dict[str, Any]]] = {}
     try:
         for r in range(args.rounds):
@@ -160,8 +180,7 @@ def run_hot(args: argparse.Namespace) -> dict[str, Any]:
                 rows.setdefault(str(spread), []).append(hot_expert(url, bodies, args.concurrency, deadline))
                 serve.delete(APP_NAME)
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        _stop_local_serve()
         work.cleanup()
     summary = {
         k: {m: statistics.median(x[m] for x in v) for m in ("rps", "hit_ratio", "p99_s", "hot_replicas")}
@@ -186,21 +205,13 @@ def run_routed(args: argparse.Namespace) -> dict[str, Any]:
     """Routed calls (model ``adaptive-moe``) about ``--experts`` invented topics on 2 replicas whose pools hold
     ``--capacity`` experts: ``serve.steer_routed`` on (the ingress sends the expert the question matches as the
     multiplexed id) against off (any replica; the replica's router picks the expert and loads it)."""
-    import ray
     from ray import serve
 
     from adaptive_moe.serving.ray_serve import APP_NAME, build_application
 
     started = time.perf_counter()
     deadline = time.time() + args.time_limit
-    work = tempfile.TemporaryDirectory(prefix="bench_scale_routed_")
-    root = Path(work.name)
-    base, folder = load_base(args.tiny, root)
-    changes = {"workspace": str(root / "ws"), "gaps.enabled": False, "serve.max_queue": 256,
-               "pool.capacity": args.capacity, "integrator.expert_confidence_floor": 0.0}  # fmt: skip
-    if folder:
-        changes["model.name_or_path"] = folder
-    cfg = AdaptiveMoEConfig().replace(**changes)
+    work, root, base, cfg = _workspace(args, "bench_scale_routed_")
     topics = TOPICS[: args.experts]
     names = [f"expert{i}" for i in range(len(topics))]
     with AdaptiveMoE(cfg, base=base) as moe:
@@ -213,11 +224,7 @@ def run_routed(args: argparse.Namespace) -> dict[str, Any]:
              (rng.choice(list(zip(names, topics, strict=True))) for _ in range(args.expert_requests))]  # fmt: skip
     bodies = [{"model": "adaptive-moe", "max_tokens": args.max_tokens, "messages": [{"role": "user", "content": q}]}
               for _, q in asked]  # fmt: skip
-    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    url = f"http://127.0.0.1:{port}"
+    url = _start_local_serve()
     rows: dict[str, list[dict[str, Any]]] = {}
     try:
         for r in range(args.rounds):
@@ -240,8 +247,7 @@ def run_routed(args: argparse.Namespace) -> dict[str, Any]:
                      "hinted": health.get("hinted", 0)})  # fmt: skip
                 serve.delete(APP_NAME)
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        _stop_local_serve()
         work.cleanup()
     summary = {k: {m: statistics.median(x[m] for x in v) for m in ("rps", "hit_ratio", "p99_s", "to_expert",
                                                                    "right_expert", "hinted")} | {"rounds": len(v)}
@@ -302,7 +308,6 @@ def write_hot_report(r: dict[str, Any], out: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    import ray
     from ray import serve
 
     from adaptive_moe.serving.ray_serve import APP_NAME, build_application
@@ -310,14 +315,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     deadline = time.time() + args.time_limit
-    work = tempfile.TemporaryDirectory(prefix="bench_scale_")
-    root = Path(work.name)
-    base, folder = load_base(args.tiny, root)
-    changes = {"workspace": str(root / "ws"), "gaps.enabled": False, "serve.max_queue": 256,
-               "pool.capacity": args.capacity, "integrator.expert_confidence_floor": 0.0}  # fmt: skip
-    if folder:
-        changes["model.name_or_path"] = folder
-    cfg = AdaptiveMoEConfig().replace(**changes)
+    work, root, base, cfg = _workspace(args, "bench_scale_")
     names = [f"expert{i}" for i in range(args.experts)]
     with AdaptiveMoE(cfg, base=base) as moe:  # random experts in the shared workspace
         for i, name in enumerate(names):
@@ -340,11 +338,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             server.stop()
     del base  # the replicas load their own
 
-    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    url = f"http://127.0.0.1:{port}"
+    url = _start_local_serve()
     try:
         for replicas in (1, 2):
             say(f"Ray Serve, {replicas} replica(s)", "scale")
@@ -359,8 +353,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result["pool"][label] = hit_ratio(url, forced, deadline)
             serve.delete(APP_NAME)
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        _stop_local_serve()
         work.cleanup()
     one = result["servers"]["one process"]
     for row in result["servers"].values():

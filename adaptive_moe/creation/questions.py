@@ -20,6 +20,7 @@ import re
 from typing import Any
 
 from ..config import GenerationConfig
+from ..evaluation.scoring import ContainsScorer
 
 logger = logging.getLogger(__name__)
 
@@ -47,21 +48,16 @@ def parse_question(text: str) -> tuple[str, str] | None:
     return q["text"].strip(), a["text"].strip().rstrip(".").strip()
 
 
-def _norm(text: str) -> str:
-    """Lower case, words and numbers only (a point or comma inside a number stays: 0.5, 1,150)."""
-    text = re.sub(r"[^\w%£$€.,'-]+", " ", text.lower())
-    return " ".join(re.sub(r"(?<!\d)[.,]|[.,](?!\d)", " ", text).split())
-
-
 def keep_question(question: str, answer: str, passage: str) -> bool:
-    """Whether a generated pair can check an expert: the answer is in the passage and not in the question,
-    the question ends with "?" and has at least four words, the answer at most eight."""
-    q, a, p = _norm(question), _norm(answer), _norm(passage)
-    if not a or not question.rstrip().endswith("?") or len(q.split()) < MIN_QUESTION_WORDS:
+    """Whether a generated pair can check an expert: the answer is in the passage and not in the question
+    (as whole words, after :func:`~adaptive_moe.evaluation.scoring.normalize_answer`: the ``contains``
+    scorer), the question ends with "?" and has at least four words, the answer at most eight."""
+    if not question.rstrip().endswith("?") or len(question.split()) < MIN_QUESTION_WORDS:
         return False
-    if len(a.split()) > MAX_ANSWER_WORDS:
+    if len(answer.split()) > MAX_ANSWER_WORDS:
         return False
-    return f" {a} " in f" {p} " and f" {a} " not in f" {q} "
+    contains = ContainsScorer()
+    return contains.match(passage, answer) and not contains.match(question, answer)
 
 
 def generated_questions(generator: Any, passages: list[Any], *, max_new_tokens: int = 48,

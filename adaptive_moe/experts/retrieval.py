@@ -242,7 +242,7 @@ class RetrievalExpert(LoRAExpert):
             s, h = signals[best[i]], shown[best[i]]
             s.prompt = original
             s.citations = _citations(h)
-            s.supported = supported_by(s.text, [p.text for p, _ in h])
+            s.supported = rank[best[i]][0]
             out.append(s)
         if streamer is not None:
             replay(streamer, out[0].token_ids)

@@ -1,6 +1,16 @@
 """Routing: routers (the default uncertainty router), expert matchers, router training and evaluation."""
 
-from .base import ROUTES, Query, RouteDecision, Router, RouteScores, list_routers, register_router, router_class
+from .base import (
+    ROUTES,
+    Query,
+    RouteDecision,
+    Router,
+    RouteScores,
+    list_routers,
+    load_saved_router,
+    register_router,
+    router_class,
+)
 from .families import (
     FAMILY_ESTIMATORS,
     FamilyData,
@@ -43,6 +53,7 @@ __all__ = [
     "label_base_answers",
     "leave_one_family_out",
     "list_routers",
+    "load_saved_router",
     "make_matcher",
     "p_true_scores",
     "register_matcher",

@@ -200,14 +200,20 @@ class Router(ABC):
         score of 0 covers nothing) → ``"expert"``; otherwise → ``"gap"``."""
         return self._decide(self.score(query))
 
+    def matched_experts(self, scores: dict[str, float]) -> list[tuple[str, float]]:
+        """The experts of ``scores`` (name -> match score) that cover a query: the ``top_k`` best whose score
+        reaches ``min_match_score`` (and is above 0), best first."""
+        cfg = self.config
+        return sorted(((n, v) for n, v in scores.items() if v >= cfg.min_match_score and v > 0),
+                      key=lambda item: (-item[1], item[0]))[: cfg.top_k]  # fmt: skip
+
     def _decide(self, s: RouteScores) -> RouteDecision:
         cfg = self.config
         if s.confidence is not None and not 0.0 <= s.confidence <= 1.0:
             raise InvalidInputError(f"{type(self).__name__}.score gave confidence {s.confidence!r}, outside [0, 1]")
         common = {"confidence": s.confidence, "expert_scores": dict(s.expert_scores), "mode": self.mode,
                   "raw_confidence": s.raw_confidence}  # fmt: skip
-        matched = sorted(((n, v) for n, v in s.expert_scores.items() if v >= cfg.min_match_score and v > 0),
-                         key=lambda item: (-item[1], item[0]))[: cfg.top_k]  # fmt: skip
+        matched = self.matched_experts(s.expert_scores)
         if s.confidence is not None and s.confidence >= cfg.threshold and cfg.threshold < 1.0:  # 1.0: never the base
             override = cfg.override_match_score
             if override is None or not matched or matched[0][1] < max(override, 1e-9):
@@ -245,6 +251,15 @@ def register_router(cls: type[Router], *, overwrite: bool = False) -> type[Route
 def router_class(name: str) -> type[Router]:
     """The router class registered as ``name``."""
     return ROUTERS.get(name)
+
+
+def load_saved_router(folder: str | Path, default: str) -> Router:
+    """The router saved in ``folder`` by :meth:`Router.save`, of the class its ``router.json`` names
+    (``default`` when it names none)."""
+    import json
+
+    name = json.loads((Path(folder) / "router.json").read_text(encoding="utf-8")).get("router", default)
+    return router_class(name).load(folder)
 
 
 def list_routers() -> list[str]:

@@ -13,10 +13,8 @@ base model's states (``router.embedder: base``) cannot be read without the base,
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from pathlib import Path
 from typing import Any
 
 from ..config import AdaptiveMoEConfig
@@ -50,15 +48,14 @@ class ExpertHints:
         stamp = (stat.st_mtime_ns, stat.st_size)
         if stamp != self._stamp:
             self._stamp = stamp
-            self._router = self._read(path)
+            self._router = self._read()
         return self._router
 
-    def _read(self, path: Path) -> Any:
-        from ..routing import router_class
+    def _read(self) -> Any:
+        from ..routing import load_saved_router
 
         try:
-            name = json.loads(path.read_text(encoding="utf-8")).get("router", "uncertainty")
-            router = router_class(name).load(self.folder)
+            router = load_saved_router(self.folder, "uncertainty")
         except (AdaptiveMoEError, OSError, ValueError, KeyError, TypeError) as e:  # being rewritten, or unreadable
             logger.warning("expert hints: cannot read the router in %s (%s: %s)", self.folder, type(e).__name__, e)
             return None
@@ -79,7 +76,5 @@ class ExpertHints:
             if router is None or not text or not router.matcher.experts:
                 return None
             [scores] = router.matcher.scores(router.embed([Query(text)]))
-        ranked = sorted(((s, n) for n, s in scores.items() if n in registered), reverse=True)
-        if ranked and ranked[0][0] >= router.config.min_match_score:
-            return ranked[0][1]
-        return None
+        matched = router.matched_experts({n: s for n, s in scores.items() if n in registered})
+        return matched[0][0] if matched else None
