@@ -494,7 +494,25 @@ class ServeConfig(_Section):
     batch_window_ms: float = _f(
         10.0, help="how long the first request of a batch waits for others to join it (milliseconds)", ge=0, le=10000
     )
-    max_batch: int = _f(8, help="most requests answered in one batched call", ge=1)
+    max_batch: int = _f(
+        8,
+        help="scheduler 'static': most requests answered in one batched call; 'continuous': most requests answered "
+        "at once (each by its own worker thread, their tokens decoded together)",
+        ge=1,
+    )
+    scheduler: str = _f(
+        "continuous",
+        help="'continuous': one decoding loop for every request in flight, a request joining and leaving it at any "
+        "token, rows of different experts in one forward (model.engine); 'static': requests that arrive together "
+        "are answered by one generate call, which lasts as long as its longest answer",
+        choices=("continuous", "static"),
+    )
+    max_rows: int = _f(
+        32,
+        help="scheduler 'continuous': most sequences decoded in one forward (a retrieval expert reads each question "
+        "up to three ways, three rows)",
+        ge=1,
+    )
     max_queue: int = _f(64, help="most requests waiting; beyond it the server answers 503 with Retry-After", ge=1)
     max_body_bytes: int = _f(1_000_000, help="largest request body accepted (413 beyond it)", ge=1024)
     model_name: str = _f("adaptive-moe", help="the model id of the routed system in /v1/models")

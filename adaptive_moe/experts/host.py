@@ -31,6 +31,7 @@ import torch
 
 from ..errors import IncompatibleExpertError, InvalidInputError, ModelBusyError
 from ..model.adapters import ModelState
+from ..model.generation import adapter_rows
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,12 @@ class AdapterHost:
     def slot_bytes(self, slot: str) -> int:
         """Bytes of adapter weights in ``slot``."""
         return self._slot_bytes.get(slot, 0)
+
+    @property
+    def live_slots(self) -> tuple[str, ...] | None:
+        """The slots an enclosing :meth:`activated` / :meth:`merged` block switched the model to (None
+        outside one, and inside one that only marks its thread's rows for the decoding engine)."""
+        return self._live
 
     @property
     def resident_bytes(self) -> int:
@@ -206,6 +213,11 @@ class AdapterHost:
             if self._live == slots:
                 yield self.peft_model
                 return
+            if len(slots) == 1 and not self._live and getattr(self.base, "engine", None) is not None:
+                # the decoding engine runs this thread's rows with the slot, next to other threads' rows
+                with adapter_rows(slots[0]):
+                    yield self.peft_model
+                return
             self._check_not_merged(f"activate adapter slots {list(slots)}")
             previous = self._live
             self._set_active(slots)
@@ -246,6 +258,10 @@ class AdapterHost:
             if self._live == (slot,):  # already running in an enclosing block
                 yield self.peft_model
                 return
+            if getattr(self.base, "engine", None) is not None:  # shared forwards: the slot's rows run unmerged
+                with self.activated(slot) as model:
+                    yield model
+                return
             self._check_not_merged(f"merge adapter slot {slot!r}")
             weights = self._merged_weights(slot, keep)
             if weights is None:
@@ -273,6 +289,20 @@ class AdapterHost:
         (``adapter_names=``): one forward pass serves several experts. Holds ``base.lock``."""
         import functools
 
+        with self._mixed(row_slots):
+            yield functools.partial(self.peft_model.generate, adapter_names=list(row_slots))
+
+    @contextlib.contextmanager
+    def mixed_forward(self, row_slots: Sequence[str]) -> Iterator[Any]:
+        """As :meth:`mixed`, but yields the model's forward (the decoding engine's one step for every row it
+        holds). Holds ``base.lock``."""
+        import functools
+
+        with self._mixed(row_slots):
+            yield functools.partial(self.peft_model, adapter_names=list(row_slots))
+
+    @contextlib.contextmanager
+    def _mixed(self, row_slots: Sequence[str]) -> Iterator[None]:
         with self.base.lock:
             wanted = {s for s in row_slots if s != BASE_ROW}
             missing = sorted(wanted - set(self._slot_bytes))
@@ -281,7 +311,7 @@ class AdapterHost:
             self._check_not_merged("run a mixed batch")
             self.peft_model.base_model.enable_adapter_layers()
             try:
-                yield functools.partial(self.peft_model.generate, adapter_names=list(row_slots))
+                yield
             finally:
                 self._resume()
 

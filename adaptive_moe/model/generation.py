@@ -431,6 +431,40 @@ def cancellable(cancelled: Any):
         _CANCELLED.reset(token)
 
 
+_ADAPTER_ROWS: contextvars.ContextVar[str | None] = contextvars.ContextVar("adaptive_moe_adapter_rows", default=None)
+
+
+@contextlib.contextmanager
+def adapter_rows(slot: str | None):
+    """Within the block, batches this thread (or context) hands the decoding engine run with adapter
+    ``slot`` (:mod:`adaptive_moe.model.engine`): how an expert is active for its own rows only, while
+    other threads' rows in the same forward run the base or their experts. Without an engine on the
+    base it changes nothing (``AdapterHost.activated`` switches the model's adapters then)."""
+    token = _ADAPTER_ROWS.set(slot)
+    try:
+        yield slot
+    finally:
+        _ADAPTER_ROWS.reset(token)
+
+
+def rows_adapter() -> str | None:
+    """The adapter slot :func:`adapter_rows` set for this thread (or context), or None."""
+    return _ADAPTER_ROWS.get()
+
+
+def _engine_for(base: LanguageModel, generate_fn: Any) -> Any:
+    """The decoding engine that answers this batch, or None when ``generate`` does: no engine on the base,
+    a caller's own ``generate_fn`` (a mixed-batch integrator), or an adapter activation that switched the
+    model itself (several slots summed, or a merged slot), whose lock this thread then keeps."""
+    engine = getattr(base, "engine", None)
+    if engine is None or generate_fn is not None:
+        return None
+    host = getattr(base, "adapter_host", None)
+    if host is not None and host.live_slots:
+        return None
+    return engine
+
+
 class _StopWhenCancelled:
     """A ``transformers`` stopping criterion: every row is done once ``cancelled()`` is true."""
 
@@ -468,9 +502,18 @@ def _generate_batch(
 
         stop_check = _StopWhenCancelled(_CANCELLED.get())
         kwargs["stopping_criteria"] = StoppingCriteriaList([stop_check])
-    run = generate_fn or base.model.generate
-    with capture_prompt_states(base.model) as captured, _seeded(generation.seed, base.device):
-        result = run(**batch, **kwargs, return_dict_in_generate=True, output_logits=True)
+    engine = _engine_for(base, generate_fn)
+    if engine is not None:
+        generator = None
+        if generation.seed is not None and generation.do_sample:
+            generator = torch.Generator(device=base.device).manual_seed(generation.seed)
+        result = engine.generate(batch["input_ids"], batch["attention_mask"], kwargs, slot=_ADAPTER_ROWS.get(),
+                                 generator=generator)  # fmt: skip
+        captured = {"states": result.states}
+    else:
+        run = generate_fn or base.model.generate
+        with capture_prompt_states(base.model) as captured, _seeded(generation.seed, base.device):
+            result = run(**batch, **kwargs, return_dict_in_generate=True, output_logits=True)
 
     prompt_len = batch["input_ids"].shape[1]
     new_tokens = result.sequences[:, prompt_len:]  # (B, N)

@@ -49,6 +49,58 @@ _VOLATILE_CONFIG_KEYS = {
 _MEMO_MIN_BYTES = 16 << 20
 
 
+class ModelLock:
+    """The base model's re-entrant lock, which also counts the threads waiting for it: the decoding engine
+    (:mod:`adaptive_moe.model.engine`) takes it for each step and, between steps, lets the waiting threads
+    have it first (a plain lock is not fair: the engine would take it back at once). Works with
+    ``threading.Condition`` as an ``RLock`` does."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._count = threading.Lock()
+        self.waiting = 0  # threads blocked in acquire()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """As ``RLock.acquire``."""
+        if self._lock.acquire(False):  # free, or already this thread's
+            return True
+        if not blocking:
+            return False
+        with self._count:
+            self.waiting += 1
+        try:
+            return self._lock.acquire(True, timeout)
+        finally:
+            with self._count:
+                self.waiting -= 1
+
+    def release(self) -> None:
+        """As ``RLock.release``."""
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    # what threading.Condition uses with a re-entrant lock (release every level while waiting, then restore)
+    def _is_owned(self) -> bool:
+        return self._lock._is_owned()
+
+    def _release_save(self) -> Any:
+        return self._lock._release_save()
+
+    def _acquire_restore(self, state: Any) -> None:
+        with self._count:
+            self.waiting += 1
+        try:
+            self._lock._acquire_restore(state)
+        finally:
+            with self._count:
+                self.waiting -= 1
+
+
 class BaseModel:
     """A frozen causal language model with its tokenizer, ready for batched generation with signals.
 
@@ -61,6 +113,8 @@ class BaseModel:
         lock: re-entrant lock held by every call that runs or changes the model. Adapters live in the
             model's modules (PEFT injects them in place) and which one is active is shared state, so
             one thread at a time owns the model; generation and the expert pool both take this lock.
+        engine: a :class:`~adaptive_moe.model.engine.DecodeEngine` (continuous batching) or None; with
+            one, every thread's generation is decoded in its shared loop, the lock released while waiting.
     """
 
     def __init__(self, model, tokenizer, config: ModelConfig, fingerprint: str, name: str):
@@ -69,8 +123,9 @@ class BaseModel:
         self.config = config
         self.fingerprint = fingerprint
         self.name = name
-        self.lock = threading.RLock()
+        self.lock = ModelLock()
         self.adapter_host = None  # set by the expert pool while adapters are injected (experts.host)
+        self.engine = None  # a DecodeEngine while one decodes for every thread (model.engine; the server's)
 
     @property
     def device(self) -> torch.device:

@@ -162,7 +162,8 @@ class Metrics:
                                  buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128))  # fmt: skip
         self.confidence = Histogram("adaptive_moe_confidence", "the base's calibrated confidence", registry=r,
                                     buckets=tuple(i / 10 for i in range(1, 11)))  # fmt: skip
-        self.batch = Histogram("adaptive_moe_batch_size", "requests per batched generate call", registry=r,
+        self.batch = Histogram("adaptive_moe_batch_size", "sequences per decoding forward (serve.scheduler "
+                               "continuous) or requests per batched generate call (static)", registry=r,
                                buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32))  # fmt: skip
         self.queue = Gauge("adaptive_moe_queue_waiting", "requests waiting for the model", registry=r)
         if pool is None:

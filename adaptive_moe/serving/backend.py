@@ -135,6 +135,7 @@ class LocalBackend:
         self.config = config or moe.config.serve
         self.on_batch = on_batch
         self.batcher: Batcher | None = None
+        self._engine: Any = None
         self._known = tuple(moe.experts.names())
 
     def refresh(self) -> bool:
@@ -150,15 +151,55 @@ class LocalBackend:
 
     # -- lifetime ----------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the batching worker."""
+        """Start the batching workers (and, with ``scheduler: continuous``, the base's decoding engine)."""
         c = self.config
+        if c.scheduler == "continuous" and self._start_engine():
+            # each worker answers what is queued when it is free (up to max_batch, in one routed call, so the
+            # routing and the prompts' prefill are batched); the engine decodes every worker's rows together
+            self.batcher = Batcher(self.moe, max_batch=c.max_batch, window_s=0.0, max_queue=c.max_queue,
+                                   before_batch=self.refresh, workers=c.max_batch)  # fmt: skip
+            return
         self.batcher = Batcher(self.moe, max_batch=c.max_batch, window_s=c.batch_window_ms / 1000,
                                max_queue=c.max_queue, on_batch=self.on_batch, before_batch=self.refresh)  # fmt: skip
 
+    def _start_engine(self) -> bool:
+        """Put a decoding engine on the base (one another backend started is shared); False when the model
+        cannot be decoded by one (then the static scheduler answers, with a warning)."""
+        from ..model.engine import DecodeEngine, EngineUnsupportedError
+
+        base = self.moe.base
+        if base.engine is not None:
+            return True
+        try:
+            engine = DecodeEngine(base, max_rows=self.config.max_rows)
+        except EngineUnsupportedError as e:
+            logger.warning("serve.scheduler continuous is not available for this model (%s); answering with the "
+                           "static scheduler", e)  # fmt: skip
+            return False
+        engine.on_step = lambda rows, seconds: self.on_batch(rows, seconds) if self.on_batch else None
+        base.engine = self._engine = engine
+        return True
+
+    @property
+    def engine_alive(self) -> bool:
+        """Whether the decoding engine this backend answers with is running (True with the static scheduler)."""
+        engine = self.moe.base.engine
+        return engine is None or engine.alive
+
+    @property
+    def scheduler(self) -> str:
+        """The scheduler answering: ``continuous`` or ``static``."""
+        return "continuous" if self.moe.base.engine is not None else "static"
+
     def stop(self, timeout: float | None = None) -> None:
-        """Answer what is queued, then stop the worker."""
+        """Answer what is queued, then stop the workers (and the engine this backend started)."""
         if self.batcher is not None:
             self.batcher.stop(timeout)
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.stop(timeout)
+            if self.moe.base.engine is engine:
+                self.moe.base.engine = None
 
     # -- what the routes ask -----------------------------------------------------------------------
     @property
@@ -177,7 +218,12 @@ class LocalBackend:
 
     def health(self) -> dict[str, Any]:
         """What ``GET /health`` shows besides the status."""
-        return {"base": self.moe.base.name, "experts": self.expert_names(), "waiting": self.waiting}
+        return {
+            "base": self.moe.base.name,
+            "experts": self.expert_names(),
+            "waiting": self.waiting,
+            "scheduler": self.scheduler,
+        }
 
     def streams_live(self, call: Call) -> bool:
         """Whether ``call``'s tokens are sent as they are generated: a stream whose text cannot change once

@@ -1,5 +1,10 @@
 """Requests that arrive together are answered in one batched call of the routed system.
 
+With ``serve.scheduler: continuous`` (the default) the batcher runs ``serve.max_batch`` workers that each
+answer one request at a time: their generations meet in the base's decoding engine
+(:mod:`adaptive_moe.model.engine`), which decodes every request in flight together, token by token. What
+follows is the ``static`` scheduler, one worker:
+
 One worker thread owns the model. A request waits in a bounded queue; the worker takes the first one,
 waits up to ``batch_window_ms`` for others to join (at most ``max_batch``), groups them by their
 generation settings and forced experts (a batch shares both), and answers each group with one
@@ -67,14 +72,17 @@ class Batcher:
     """
 
     def __init__(self, moe: Any, *, max_batch: int, window_s: float, max_queue: int, on_batch=None,
-                 before_batch=None) -> None:  # fmt: skip
+                 before_batch=None, workers: int = 1) -> None:  # fmt: skip
         self.moe, self.max_batch, self.window_s = moe, max_batch, window_s
         self.on_batch, self.before_batch = on_batch, before_batch
         self._queue: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
         self._stop = threading.Event()
-        self._busy = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="adaptive_moe-batcher", daemon=True)
-        self._thread.start()
+        self._busy_lock = threading.Lock()
+        self._busy_count = 0
+        self._threads = [threading.Thread(target=self._run, name=f"adaptive_moe-batcher-{i}", daemon=True)
+                         for i in range(max(1, workers))]  # fmt: skip
+        for thread in self._threads:
+            thread.start()
 
     @property
     def waiting(self) -> int:
@@ -82,9 +90,14 @@ class Batcher:
         return self._queue.qsize()
 
     @property
+    def alive(self) -> bool:
+        """Whether every worker thread is running."""
+        return all(thread.is_alive() for thread in self._threads)
+
+    @property
     def busy(self) -> bool:
-        """Whether the worker is answering a batch now."""
-        return self._busy.is_set()
+        """Whether a worker is answering a batch now."""
+        return self._busy_count > 0
 
     def submit(self, job: Job) -> Job:
         """Queue ``job``; raises :class:`QueueFullError` at once when the queue is full."""
@@ -99,7 +112,9 @@ class Batcher:
     def stop(self, timeout: float | None = None) -> None:
         """Answer what is queued, then stop the worker."""
         self._stop.set()
-        self._thread.join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     # -- the worker ----------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -141,14 +156,16 @@ class Batcher:
                     live.append(job)
                 else:
                     groups.setdefault(job.key, []).append(job)
-            self._busy.set()
+            with self._busy_lock:
+                self._busy_count += 1
             try:
                 for jobs in groups.values():
                     self._answer(jobs)
                 for job in live:
                     self._answer_live(job)
             finally:
-                self._busy.clear()
+                with self._busy_lock:
+                    self._busy_count -= 1
 
     def _answer_live(self, job: Job) -> None:
         """Answer one streamed request alone, its tokens handed to its handler as they are generated."""

@@ -203,9 +203,11 @@ def _model_deployment(config: AdaptiveMoEConfig, replicas: int):
             return reply
 
         def check_health(self) -> None:
-            """Serve's health check: the worker must be alive."""
-            if self.backend.batcher is None or not self.backend.batcher._thread.is_alive():
+            """Serve's health check: the workers (and the decoding engine, when one runs) must be alive."""
+            if self.backend.batcher is None or not self.backend.batcher.alive:
                 raise RuntimeError("the batching worker stopped")
+            if not self.backend.engine_alive:
+                raise RuntimeError("the decoding engine stopped")
 
         def __del__(self) -> None:
             backend = getattr(self, "backend", None)

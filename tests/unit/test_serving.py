@@ -131,6 +131,58 @@ def test_requests_that_arrive_together_share_a_batch_and_answer_as_alone(served)
     assert 'adaptive_moe_requests_total{endpoint="chat"' in metrics and "adaptive_moe_pool_hits" in metrics
 
 
+def test_requests_for_different_experts_are_decoded_in_shared_forwards(served):
+    moe, server = served
+    engine = moe.base.engine
+    assert engine is not None and httpx.get(server.url + "/health").json()["scheduler"] == "continuous"
+    asks = [("alpha", 3), ("adaptive-moe", 40), ("alpha", 3), ("adaptive-moe", 40)]
+    alone = [moe.generate(QUESTION, experts=["alpha"] if m == "alpha" else None, max_new_tokens=n,
+                          record_gaps=False).text for m, n in asks]  # fmt: skip
+    mixed = engine.mixed_steps
+
+    def ask(a):
+        body = {"model": a[0], "max_tokens": a[1], "messages": [{"role": "user", "content": QUESTION}]}
+        return httpx.post(server.url + "/v1/chat/completions", json=body, timeout=60).json()
+
+    with ThreadPoolExecutor(4) as pool:
+        with moe.base.lock:  # the requests pile up, then start together
+            futures = [pool.submit(ask, a) for a in asks]
+            deadline = time.time() + 20
+            while moe.base.lock.waiting < len(asks) and time.time() < deadline:
+                time.sleep(0.01)
+        answers = [f.result() for f in futures]
+    assert [a["choices"][0]["message"]["content"] for a in answers] == alone
+    assert [a["adaptive_moe"]["route"] for a in answers][::2] == ["expert", "expert"]
+    assert engine.mixed_steps > mixed  # an expert's rows and the base's rows in one forward
+
+
+def test_the_static_scheduler_answers_requests_that_arrive_together_in_one_call(tmp_path, tiny_llama_dir):
+    from adaptive_moe import load_base_model
+
+    base = load_base_model(name_or_path=str(tiny_llama_dir), device="cpu")  # its own: an engine belongs to a base
+    moe = _moe(tmp_path, tiny_llama_dir, base, **{"serve.scheduler": "static", "serve.batch_window_ms": 200.0})
+    server = Server(create_app(moe, api_key=""))
+    questions = [f"Question {i}: who wrote Hamlet?" for i in range(4)]
+    try:
+        assert moe.base.engine is None and httpx.get(server.url + "/health").json()["scheduler"] == "static"
+        alone = [moe.generate(q, record_gaps=False).text for q in questions]
+
+        def ask(q):
+            body = {"model": "adaptive-moe", "messages": [{"role": "user", "content": q}]}
+            return httpx.post(server.url + "/v1/chat/completions", json=body, timeout=60).json()
+
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(ask, questions))
+        assert [a["choices"][0]["message"]["content"] for a in answers] == alone
+        metrics = httpx.get(server.url + "/metrics").text.splitlines()
+        sizes = {line.split()[0]: float(line.split()[1]) for line in metrics
+                 if line.startswith("adaptive_moe_batch_size_")}  # fmt: skip
+        assert sizes["adaptive_moe_batch_size_count"] < sizes["adaptive_moe_batch_size_sum"]  # a call held > 1
+    finally:
+        server.stop()
+        moe.close()
+
+
 def _error(response, status, param=None, code=None):
     assert response.status_code == status, response.text
     err = response.json()["error"]
