@@ -174,6 +174,19 @@ class Metrics:
         Gauge("adaptive_moe_pool_resident_bytes", "bytes of expert weights resident in the pool",
               registry=r).set_function(lambda: float(pool.stats.resident_bytes))  # fmt: skip
 
+    def engine(self, current: Any) -> None:
+        """Gauges of the decoding engine ``current()`` returns (0 while none runs)."""
+        from prometheus_client import Gauge
+
+        for name, attr, text in (
+            ("forwards", "steps", "decoding forwards since the engine started"),
+            ("mixed_forwards", "mixed_steps", "decoding forwards whose rows ran more than one adapter"),
+            ("running_rows", "running_rows", "sequences being decoded now"),
+            ("prefix_builds", "prefix_builds", "shared prompt prefixes computed"),
+        ):
+            Gauge(f"adaptive_moe_engine_{name}", text, registry=self.registry).set_function(
+                lambda a=attr: float(getattr(current(), a, 0) or 0))  # fmt: skip
+
 
 # -- the app ---------------------------------------------------------------------------------------------
 def create_app(target: Any, config: ServeConfig | None = None, *, api_key: str | None = None):
@@ -195,6 +208,7 @@ def create_app(target: Any, config: ServeConfig | None = None, *, api_key: str |
     metrics = Metrics(backend.pool)
     if isinstance(backend, LocalBackend):
         backend.on_batch = lambda size, seconds: metrics.batch.observe(size)
+        metrics.engine(lambda: backend.moe.base.engine)
 
     @asynccontextmanager
     async def lifespan(app):

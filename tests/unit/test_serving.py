@@ -154,6 +154,10 @@ def test_requests_for_different_experts_are_decoded_in_shared_forwards(served):
     assert [a["choices"][0]["message"]["content"] for a in answers] == alone
     assert [a["adaptive_moe"]["route"] for a in answers][::2] == ["expert", "expert"]
     assert engine.mixed_steps > mixed  # an expert's rows and the base's rows in one forward
+    gauges = {line.split()[0]: float(line.split()[1]) for line in httpx.get(server.url + "/metrics").text.splitlines()
+              if line.startswith("adaptive_moe_engine_")}  # fmt: skip
+    assert gauges["adaptive_moe_engine_mixed_forwards"] == engine.mixed_steps > 0
+    assert gauges["adaptive_moe_engine_forwards"] >= gauges["adaptive_moe_engine_mixed_forwards"]
 
 
 def test_the_static_scheduler_answers_requests_that_arrive_together_in_one_call(tmp_path, tiny_llama_dir):
