@@ -51,18 +51,21 @@ def _percentile(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
 
 
+def _ask(client: httpx.Client, url: str, q: str, max_tokens: int, deadline: float) -> tuple[float, str] | None:
+    """One chat request: its latency and answer (None past the deadline: the load stops by itself)."""
+    if time.time() > deadline:
+        return None
+    t0 = time.perf_counter()
+    r = client.post(url + "/v1/chat/completions", json={"model": "adaptive-moe", "max_tokens": max_tokens,
+                    "messages": [{"role": "user", "content": q}]})  # fmt: skip
+    r.raise_for_status()
+    return time.perf_counter() - t0, r.json()["choices"][0]["message"]["content"]
+
+
 def load(url: str, questions: list[str], concurrency: int, max_tokens: int, deadline: float) -> dict[str, Any]:
     """Send every question once with ``concurrency`` clients; latencies, answers, wall time."""
     client = httpx.Client(timeout=600)
-
-    def ask(q: str):
-        if time.time() > deadline:
-            return None
-        t0 = time.perf_counter()
-        r = client.post(url + "/v1/chat/completions", json={"model": "adaptive-moe", "max_tokens": max_tokens,
-                        "messages": [{"role": "user", "content": q}]})  # fmt: skip
-        r.raise_for_status()
-        return time.perf_counter() - t0, r.json()["choices"][0]["message"]["content"]
+    ask = lambda q: _ask(client, url, q, max_tokens, deadline)  # noqa: E731
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
@@ -83,25 +86,16 @@ def open_loop(url: str, questions: list[str], rate: float, max_tokens: int, dead
     gaps = random.Random(seed)
     client = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=len(questions)))
 
-    def ask(q: str):
-        if time.time() > deadline:
-            return None
-        t0 = time.perf_counter()
-        r = client.post(url + "/v1/chat/completions", json={"model": "adaptive-moe", "max_tokens": max_tokens,
-                        "messages": [{"role": "user", "content": q}]})  # fmt: skip
-        r.raise_for_status()
-        return time.perf_counter() - t0
-
     t0 = time.perf_counter()
     with ThreadPoolExecutor(len(questions)) as pool:
         futures = []
         for q in questions:
-            futures.append(pool.submit(ask, q))
+            futures.append(pool.submit(_ask, client, url, q, max_tokens, deadline))
             time.sleep(gaps.expovariate(rate))
         results = [f.result() for f in futures]
     wall = time.perf_counter() - t0
     client.close()
-    done = [r for r in results if r is not None]
+    done = [r[0] for r in results if r is not None]
     return {"wall_s": wall, "n": len(done), "latencies": done}
 
 

@@ -447,11 +447,6 @@ def adapter_rows(slot: str | None):
         _ADAPTER_ROWS.reset(token)
 
 
-def rows_adapter() -> str | None:
-    """The adapter slot :func:`adapter_rows` set for this thread (or context), or None."""
-    return _ADAPTER_ROWS.get()
-
-
 def _engine_for(base: LanguageModel, generate_fn: Any) -> Any:
     """The decoding engine that answers this batch, or None when ``generate`` does: no engine on the base,
     a caller's own ``generate_fn`` (a mixed-batch integrator), or an adapter activation that switched the

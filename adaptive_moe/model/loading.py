@@ -66,13 +66,8 @@ class ModelLock:
             return True
         if not blocking:
             return False
-        with self._count:
-            self.waiting += 1
-        try:
+        with self._counted():
             return self._lock.acquire(True, timeout)
-        finally:
-            with self._count:
-                self.waiting -= 1
 
     def release(self) -> None:
         """As ``RLock.release``."""
@@ -92,10 +87,16 @@ class ModelLock:
         return self._lock._release_save()
 
     def _acquire_restore(self, state: Any) -> None:
+        with self._counted():
+            self._lock._acquire_restore(state)
+
+    @contextlib.contextmanager
+    def _counted(self):
+        """Count this thread among the waiters for the block."""
         with self._count:
             self.waiting += 1
         try:
-            self._lock._acquire_restore(state)
+            yield
         finally:
             with self._count:
                 self.waiting -= 1
