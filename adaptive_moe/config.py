@@ -295,6 +295,12 @@ class RouterConfig(_Section):
         ge=0,
         le=1,
     )
+    term_match: bool = _f(
+        True,
+        help="a query naming a rare word of an expert's documents (a name, a model number) matches that expert as "
+        "strongly as the word is rare in general English (wordfreq) and specific to the expert; the match score is "
+        "the larger of this and the embedding matcher's. False: embeddings only",
+    )
     target_error: float | None = _f(
         None, help="when set, choose the threshold so base-answered error <= this (with prob 1 - delta)", gt=0, lt=1
     )
@@ -453,6 +459,13 @@ class CreationConfig(_Section):
     )
     check_questions: int = _f(
         24, help="most questions that check a 'retrieval' expert with a shared reader before admission", ge=1
+    )
+    check_scorer: str = _f(
+        "auto",
+        help="how answers to the held-out questions that check a new expert are judged: a registered scorer "
+        "('contains', 'exact', 'f1') or 'auto': 'f1' for a 'retrieval' expert with a shared reader (its check "
+        "questions' answers are whole spans the rules cut from sentences, which a right short answer rarely "
+        "contains), 'contains' otherwise",
     )
     reader: str = _f(
         "shared",

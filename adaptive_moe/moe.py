@@ -238,7 +238,8 @@ class AdaptiveMoE(Closable):
 
     def sync_experts(self) -> None:
         """Make the router's matcher know exactly the registered experts (from each card's example
-        questions, else its domain description)."""
+        questions, else its domain description), and their words
+        (:meth:`~adaptive_moe.routing.base.Router.learn_terms`)."""
         if not self.router.learns_experts:
             return
         known, registered = set(self.router.experts), set(self.experts.names())
@@ -253,6 +254,11 @@ class AdaptiveMoE(Closable):
                 logger.warning("expert %s has no example questions or domain: the router cannot match it", name)
         for name in sorted(known - registered):
             self.router.remove_expert(name)
+            changed = True
+        terms = self.router.terms
+        for name in sorted((known & registered) - set(terms.experts if terms is not None else known)):
+            card = self.experts.card(name)  # a router saved before it matched words: learn them from the card
+            self.router.learn_terms(name, list(card.extra.get("example_questions") or []) or [card.domain])
             changed = True
         if changed and (self._router_dir() / "router.json").is_file():
             self.save_router()
@@ -272,6 +278,7 @@ class AdaptiveMoE(Closable):
             general = [q for q, _ in general_knowledge_questions()]
             matcher.set_background(embed_questions(self.router, self.base, general))
         self.router.add_expert(name, embed_questions(self.router, self.base, list(examples)))
+        self.router.learn_terms(name, list(examples))
         if save:
             self.save_router()
 
@@ -548,7 +555,7 @@ class AdaptiveMoE(Closable):
 
 
 #: router settings that say how expert matches are used (nothing fitted): a shipped router takes the user's
-MATCH_SETTINGS = ("top_k", "min_match_score", "override_match_score")
+MATCH_SETTINGS = ("top_k", "min_match_score", "override_match_score", "term_match")
 
 
 def _forced_decision(d: RouteDecision, experts: list[tuple[str, float]]) -> RouteDecision:

@@ -217,11 +217,8 @@ def summarise(per_doc: dict[str, dict[str, Any]], rows: list[dict[str, Any]]) ->
 
 
 def match_scores(moe: AdaptiveMoE, questions: list[str]) -> list[dict[str, float]]:
-    """Every expert's match score for each question (the router's matcher), whatever the route taken."""
-    matcher = moe.router.matcher
-    if matcher is None or not matcher.experts or not questions:
-        return [{} for _ in questions]
-    scores = matcher.scores(moe.router.embed([Query(q) for q in questions]))
+    """Every expert's match score for each question (the router's, embeddings and words), whatever the route."""
+    scores = moe.router.match_scores([Query(q) for q in questions])
     return [{n: round(v, 4) for n, v in s.items()} for s in scores]
 
 

@@ -186,6 +186,7 @@ def evaluate_candidate(
     general: Sequence[Any] | None = None,
     forced_general: int = 48,
     scorer: str = "contains",
+    domain_scorer: str | None = None,
     progress: bool = True,
     kind: str = "lora",
     extra: dict[str, Any] | None = None,
@@ -199,6 +200,7 @@ def evaluate_candidate(
     forced on and of the routed system; the general check set through the routed system without and
     with the candidate (only questions whose route changes are answered again; the base's answers come
     from a cache keyed by its fingerprint and settings), and a sample with the expert forced on.
+    ``scorer`` judges the general answers, ``domain_scorer`` (default: ``scorer``) the held-out domain ones.
     """
     from ..experts.card import ExpertCard
     from ..experts.expert import expert_class
@@ -210,6 +212,7 @@ def evaluate_candidate(
 
     cfg = moe.config
     gen = cfg.generation
+    domain_scorer = domain_scorer or scorer
     h_questions, h_golds = _split_qa(heldout)
     general = list(general) if general is not None else general_knowledge_questions()
     g_questions, g_golds = _split_qa(general)
@@ -229,7 +232,7 @@ def evaluate_candidate(
         sample = list(zip(g_questions, g_golds, strict=True))[: max(0, forced_general)]
         with moe.pool.acquire([name]) as [expert]:
             forced_sig = expert.generate(h_questions + [q for q, _ in sample], gen)
-        forced = _evaluation(h_questions, [x.text for x in forced_sig[: len(h_questions)]], h_golds, scorer)
+        forced = _evaluation(h_questions, [x.text for x in forced_sig[: len(h_questions)]], h_golds, domain_scorer)
         mean_lp = [float(x.token_logprobs.mean()) if x.num_tokens else -1e3 for x in forced_sig[: len(h_questions)]]
         calibrator = None
         n_right = sum(forced.correct)
@@ -264,17 +267,17 @@ def evaluate_candidate(
     sys_before = _evaluation(g_questions, answers_before, g_golds, scorer)
     sys_after = _evaluation(g_questions, answers_after, g_golds, scorer)
 
-    base_domain = _evaluation(h_questions, [o.base_text or "" for o in routed], h_golds, scorer)
-    routed_domain = _evaluation(h_questions, [o.text for o in routed], h_golds, scorer)
+    base_domain = _evaluation(h_questions, [o.base_text or "" for o in routed], h_golds, domain_scorer)
+    routed_domain = _evaluation(h_questions, [o.text for o in routed], h_golds, domain_scorer)
     domain = {"n": len(h_questions), "base": base_domain.accuracy, "expert": forced.accuracy,
-              "routed": routed_domain.accuracy}  # fmt: skip
+              "routed": routed_domain.accuracy, "scorer": domain_scorer}  # fmt: skip
     general_routed = paired_comparison(sys_before, sys_after)
     gain = domain["expert"] - domain["base"]
     loss = sys_before.accuracy - sys_after.accuracy
     margin, tolerance = cfg.creation.domain_margin, cfg.creation.general_tolerance
     reasons = [
         f"domain gain {gain:+.3f} (expert {domain['expert']:.3f} vs base {domain['base']:.3f} on {domain['n']} "
-        f"held-out questions) {'>=' if gain >= margin else '<'} margin {margin:.3f}",
+        f"held-out questions, judged by {domain_scorer!r}) {'>=' if gain >= margin else '<'} margin {margin:.3f}",
         f"routed general accuracy {sys_before.accuracy:.3f} -> {sys_after.accuracy:.3f} ({loss:+.3f} lost; "
         f"{routed_to_candidate} of {len(g_questions)} general questions routed to the expert) "
         f"{'within' if loss <= tolerance else 'beyond'} tolerance {tolerance:.3f}",

@@ -137,6 +137,10 @@ def create_expert(
     if name in moe.experts and not new_version:
         raise OutputExistsError(f"expert {name!r} exists; pass new_version=True to add a version, or pick another name")
     cfg = moe.config.creation
+    if cfg.check_scorer != "auto":  # an unknown scorer is refused before any work (the error lists the known ones)
+        from ..evaluation.scoring import get_scorer
+
+        get_scorer(cfg.check_scorer)
     lora = lora or cfg.lora
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -263,7 +267,8 @@ def create_expert(
         training_questions += [p.text for p in index.passages]
     report = evaluate_candidate(moe, name, adapter, data.heldout, training_questions=training_questions,
                                 general=general, forced_general=cfg.forced_general_questions,
-                                progress=progress, kind=kind, extra=extra)  # fmt: skip
+                                domain_scorer=_check_scorer(cfg, reader is not None), progress=progress,
+                                kind=kind, extra=extra)  # fmt: skip
     atomic_write_text(work / "evaluation.json", json.dumps(report.to_dict(), indent=1, default=str))
     timings["evaluate"] = time.perf_counter() - t
     logger.info("expert %s: %s", name, report)
@@ -302,6 +307,13 @@ def _check_size(documents: Any, limit: int) -> None:
             f"the documents hold {total:,} characters, more than creation.max_document_chars={limit:,}; "
             "split them into several experts or raise the limit"
         )
+
+
+def _check_scorer(cfg, shared_reader: bool) -> str:
+    """The scorer that judges the check questions (``creation.check_scorer``; ``auto``: see its help)."""
+    if cfg.check_scorer != "auto":
+        return cfg.check_scorer
+    return "f1" if shared_reader else "contains"
 
 
 def _check_questions(data, extra: list[tuple[str, list[str]]], limit: int) -> list[tuple[str, list[str]]]:

@@ -1,4 +1,5 @@
-"""Routing: routers (the default uncertainty router), expert matchers, router training and evaluation."""
+"""Routing: routers (the default uncertainty router), expert matchers (by embeddings and by words), router
+training and evaluation."""
 
 from .base import (
     ROUTES,
@@ -22,6 +23,7 @@ from .families import (
 )
 from .matching import CentroidMatcher, ClassifierMatcher, ExpertMatcher, KNNMatcher, make_matcher, register_matcher
 from .router import UncertaintyRouter
+from .terms import TermMatcher
 from .training import (
     RouterTrainingReport,
     embed_questions,
@@ -45,6 +47,7 @@ __all__ = [
     "RouteScores",
     "Router",
     "RouterTrainingReport",
+    "TermMatcher",
     "UncertaintyRouter",
     "embed_questions",
     "evaluate_families",

@@ -21,6 +21,7 @@ from ..utils.registry import Registry
 
 if TYPE_CHECKING:
     from .matching import ExpertMatcher
+    from .terms import TermMatcher
 
 ROUTES = ("base", "expert", "gap", "abstain")
 
@@ -114,6 +115,9 @@ class Router(ABC):
     - :attr:`matcher`, :attr:`learns_experts`, :meth:`add_expert`, :meth:`remove_expert`, :attr:`experts`:
       how the router learns which queries an expert covers (by default, embeddings of example questions
       in an :class:`~adaptive_moe.routing.matching.ExpertMatcher`; a router without one ignores them);
+    - :attr:`terms` and :meth:`learn_terms`: the words of each expert's examples, so that a query naming a
+      rare word of an expert's documents matches it (``config.term_match``);
+    - :meth:`match_scores`: per query, each expert's match score (the larger of the two matchers');
     - :meth:`embed`: the query embeddings matching and gap analysis use (``config.embedder``);
     - :meth:`save` / :meth:`load`: persistence in the workspace (by default nothing is saved and the facade
       builds a new router from the config at each start).
@@ -122,6 +126,8 @@ class Router(ABC):
     name: ClassVar[str] = ""
     #: the expert matcher that :meth:`add_expert` fills (``None``: this router knows its experts otherwise)
     matcher: ExpertMatcher | None = None
+    #: each expert's vocabulary (:meth:`learn_terms`); ``None``: this router does not match by words
+    terms: TermMatcher | None = None
 
     def __init__(self, config: RouterConfig | None = None, *, embedder: Any = None) -> None:
         self.config = config or RouterConfig()
@@ -150,10 +156,30 @@ class Router(ABC):
         if self.matcher is not None:
             self.matcher.add(name, example_embeddings)
 
+    def learn_terms(self, name: str, texts: Sequence[str]) -> None:
+        """Learn the vocabulary of expert ``name`` from texts it covers (its example questions and passages)."""
+        if self.terms is not None:
+            self.terms.add(name, texts)
+
     def remove_expert(self, name: str) -> None:
         """Forget expert ``name``."""
         if self.matcher is not None and name in self.matcher.experts:
             self.matcher.remove(name)
+        if self.terms is not None:
+            self.terms.discard(name)
+
+    def match_scores(self, queries: Sequence[Query], embeddings: Any = None) -> list[dict[str, float]]:
+        """Per query, a match score in [0, 1] for every expert the matcher knows: the embedding matcher's
+        score, raised to the term score when the query names a rare word of the expert's examples
+        (``config.term_match``). ``embeddings``: the queries' rows from :meth:`embed`, when already made."""
+        queries = list(queries)
+        if self.matcher is None or not self.matcher.experts or not queries:
+            return [{} for _ in queries]
+        dense = self.matcher.scores(self.embed(queries) if embeddings is None else embeddings)
+        if self.terms is None or not getattr(self.config, "term_match", False) or not self.terms.experts:
+            return dense
+        lexical = self.terms.scores([q.text for q in queries])
+        return [{n: max(v, t.get(n, 0.0)) for n, v in d.items()} for d, t in zip(dense, lexical, strict=True)]
 
     def embed(self, queries: Sequence[Query]) -> np.ndarray:
         """Query embeddings for matching, one row per query: the base's hidden states over the user's words

@@ -15,9 +15,11 @@ from ..uncertainty import ConfidenceEstimator, get_estimator
 from ..utils.io import _umask, atomic_directory, atomic_write_text
 from .base import Query, Router, RouteScores, register_router, router_class
 from .matching import ExpertMatcher, make_matcher
+from .terms import TermMatcher
 
 ROUTER_FILE = "router.json"
 MATCHER_FILE = "matcher.safetensors"
+TERMS_FILE = "terms.json"
 SCHEMA = 1
 
 
@@ -32,6 +34,8 @@ class UncertaintyRouter(Router):
         matcher: an :class:`ExpertMatcher` (default: the one ``config.matcher`` names), filled with
             :meth:`add_expert` or by :func:`~adaptive_moe.routing.training.train_router`.
         embedder: for ``config.embedder == "minilm"``, the text encoder (made lazily).
+        terms: a :class:`~adaptive_moe.routing.terms.TermMatcher` (default: a new, empty one), filled with
+            :meth:`learn_terms`; used when ``config.term_match`` is on.
     """
 
     name = "uncertainty"
@@ -44,6 +48,7 @@ class UncertaintyRouter(Router):
         calibrator: Any = None,
         matcher: ExpertMatcher | None = None,
         embedder: Any = None,
+        terms: TermMatcher | None = None,
     ) -> None:
         super().__init__(config, embedder=embedder)
         self.estimator = estimator or get_estimator(self.config.estimator)
@@ -54,6 +59,7 @@ class UncertaintyRouter(Router):
             )
         self.calibrator = calibrator
         self.matcher = matcher or make_matcher(self.config.matcher)
+        self.terms = terms if terms is not None else TermMatcher()
 
     # -- scoring -----------------------------------------------------------------------------------
     def confidence(self, raw: np.ndarray) -> np.ndarray:
@@ -80,7 +86,7 @@ class UncertaintyRouter(Router):
         match_all = match_all or self.config.override_match_score is not None
         todo = [i for i, c in enumerate(conf) if match_all or c < self.config.threshold]
         if self.matcher.experts and todo:
-            for i, m in zip(todo, self.matcher.scores(self.embed([queries[i] for i in todo])), strict=True):
+            for i, m in zip(todo, self.match_scores([queries[i] for i in todo]), strict=True):
                 matches[i] = m
         return [RouteScores(float(c), m, float(r)) for c, m, r in zip(conf, matches, raw, strict=True)]
 
@@ -90,7 +96,8 @@ class UncertaintyRouter(Router):
 
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, folder: str | Path, *, overwrite: bool = True) -> Path:
-        """Write ``router.json`` (config, estimator state, calibrator) and ``matcher.safetensors``."""
+        """Write ``router.json`` (config, estimator state, calibrator), ``matcher.safetensors`` and
+        ``terms.json`` (each expert's vocabulary)."""
         from safetensors.numpy import save_file
 
         folder = Path(folder)
@@ -107,6 +114,7 @@ class UncertaintyRouter(Router):
             tensors = {k: np.ascontiguousarray(v) for k, v in self.matcher.tensors().items()}
             save_file(tensors, str(tmp / MATCHER_FILE))
             os.chmod(tmp / MATCHER_FILE, 0o644 & ~_umask())  # safetensors writes 0600
+            atomic_write_text(tmp / TERMS_FILE, json.dumps(self.terms.to_dict()))
         return folder
 
     @classmethod
@@ -127,7 +135,9 @@ class UncertaintyRouter(Router):
             calibrator = None if state["calibrator"] is None else Calibrator.from_dict(state["calibrator"])
             matcher = make_matcher(state["matcher"]["name"], **state["matcher"]["settings"])
             matcher.load_tensors(load_file(str(folder / MATCHER_FILE)))
-        except (KeyError, ValueError, TypeError, OSError) as e:
+            terms_path = folder / TERMS_FILE  # routers saved before term matching have none: learnt on sync
+            terms = TermMatcher.from_dict(json.loads(terms_path.read_text())) if terms_path.is_file() else None
+        except (KeyError, ValueError, TypeError, OSError, InvalidInputError) as e:
             raise CorruptExpertError(f"cannot read the router saved in {str(folder)!r}: {e}") from None
         router = router_class(state.get("router", cls.name))
-        return router(config, estimator=estimator, calibrator=calibrator, matcher=matcher, **kwargs)
+        return router(config, estimator=estimator, calibrator=calibrator, matcher=matcher, terms=terms, **kwargs)

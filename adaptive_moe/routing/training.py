@@ -25,6 +25,7 @@ from ..errors import InvalidInputError, ModelNotFoundError
 from ..evaluation.scoring import get_scorer
 from ..model.generation import GenerationSignals
 from ..utils.io import atomic_directory
+from .base import Query
 from .router import UncertaintyRouter
 
 logger = logging.getLogger(__name__)
@@ -356,10 +357,14 @@ def tune_match_floor(
         held += [(name, q) for q in qs[:cut]]
         fit[name] = qs[cut:]
     fit_matcher(probe, base, fit, background=fit_bg)
-    own = probe.matcher.scores(embed_questions(probe, base, [q for _, q in held]))
+
+    def scores(texts: list[str]) -> list[dict[str, float]]:
+        return probe.match_scores([Query(t) for t in texts], embed_questions(probe, base, texts))
+
+    own = scores([q for _, q in held])
     positives = np.array([s[name] if max(s, key=s.get) == name else 0.0 for (name, _), s in zip(held, own,
                           strict=True)])  # fmt: skip
-    negatives = np.array([max(s.values()) for s in probe.matcher.scores(embed_questions(probe, base, test_bg))])
+    negatives = np.array([max(s.values()) for s in scores(test_bg)])
     candidates = np.unique(np.concatenate([positives, negatives, [0.0, 1.0]]))
     best = max(candidates, key=lambda t: (positives >= t).mean() - (negatives >= t).mean() - 1e-3 * abs(t - 0.5))
     # halfway down to the next lower score: the same split of the tuning scores, with room on both sides
@@ -372,8 +377,6 @@ def tune_match_floor(
 
 def embed_questions(router: UncertaintyRouter, base, questions: Sequence[str]) -> np.ndarray:
     """Embeddings of questions as the router embeds live queries."""
-    from .base import Query
-
     if router.config.embedder == "base":
         states = base.prompt_states(list(questions), layers=router.config.decision_layers)
         return router.embed([Query(q, states=s) for q, s in zip(questions, states, strict=True)])
@@ -390,6 +393,7 @@ def fit_matcher(
         if not questions:
             raise InvalidInputError(f"expert {name!r} has no example questions to match on")
         router.add_expert(name, embed_questions(router, base, questions))
+        router.learn_terms(name, list(questions))
 
 
 def calibrate_router(

@@ -75,6 +75,6 @@ class ExpertHints:
             router = self._current()
             if router is None or not text or not router.matcher.experts:
                 return None
-            [scores] = router.matcher.scores(router.embed([Query(text)]))
+            [scores] = router.match_scores([Query(text)])
         matched = router.matched_experts({n: s for n, s in scores.items() if n in registered})
         return matched[0][0] if matched else None

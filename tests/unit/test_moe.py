@@ -146,8 +146,16 @@ def test_router_matching_on_registered_example_questions(base, adapters, tmp_pat
     # a new process on the same workspace finds the router, its matcher and the experts again
     again = AdaptiveMoE(_config(tmp_path, **{"router.threshold": 1.0}), base=base)
     assert again.router.experts == ["alpha", "beta"] and again.generate(FRANCE).text == moe.generate(FRANCE).text
+    assert again.router.terms.experts == ["alpha", "beta"]  # and each expert's words
+    hamlet = again.router.terms.explain("Did Hamlet's author write sonnets?", "alpha")
+    assert hamlet[0] == "hamlet" and 0 < hamlet[1] < 1  # a fairly common name: a partial tie
+    (tmp_path / "ws" / "router" / "terms.json").unlink()  # a router saved before it matched words
+    older = AdaptiveMoE(_config(tmp_path, **{"router.threshold": 1.0}), base=base)
+    assert older.router.terms.experts == ["alpha", "beta"]  # learnt again from the cards
+    assert (tmp_path / "ws" / "router" / "terms.json").is_file()
     moe.remove_expert("beta")
     assert moe.router.experts == ["alpha"] and moe.experts.names() == ["alpha"]
+    assert moe.router.terms.experts == ["alpha"]
 
 
 def test_forced_experts_and_unknown_names(base, adapters, tmp_path):

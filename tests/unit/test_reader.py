@@ -15,6 +15,7 @@ from adaptive_moe.creation.pipeline import _check_questions
 from adaptive_moe.creation.reader import EMBEDDED_READER_DIR, copy_reader, reader_for, synthetic_reading_examples
 from adaptive_moe.creation.retrieval import key_value_questions
 from adaptive_moe.documents import document_passages
+from adaptive_moe.errors import UnknownNameError
 from adaptive_moe.experts.retrieval import INDEX_FILE
 
 SPEC = """# Widget W-3 manual
@@ -104,6 +105,7 @@ def test_create_expert_with_the_shared_reader_trains_nothing_on_the_documents(
         monkeypatch.setattr(training, "train_lora", lambda *a, **k: pytest.fail("trained on the documents"))
         result = moe.create_expert("widget", documents=[SPEC], progress=False, general=general)
         assert result.admitted, result.reasons
+        assert "judged by 'f1'" in result.reasons[0] and result.report.domain["scorer"] == "f1"
         # the rules find at most a fact here; the table's and list's lines check the expert
         assert result.data["check_questions"] >= 3 and result.data["passages"] >= 3
         folder = moe.experts.path_of("widget")
@@ -140,6 +142,14 @@ def test_a_document_with_nothing_to_check_is_refused(base, tmp_path):
             moe.create_expert("empty", documents=["Hello there."], progress=False)
         assert "empty" not in moe.experts
     assert not (tmp_path / "ws" / "readers").exists()  # refused before any reader was trained
+
+
+def test_an_unknown_check_scorer_is_refused_before_any_work(base, tmp_path):
+    cfg = AdaptiveMoEConfig().replace(workspace=str(tmp_path / "ws"), **{"creation.check_scorer": "fuzzy"})
+    with AdaptiveMoE(cfg, base=base) as moe:
+        with pytest.raises(UnknownNameError, match=r"'fuzzy'.*'contains', 'exact', 'f1'"):
+            moe.create_expert("widget", documents=[SPEC], progress=False)
+        assert "widget" not in moe.experts and not (tmp_path / "ws" / "creating" / "widget").exists()
 
 
 def test_documents_over_the_size_limit_are_refused_before_any_work(base, tmp_path):

@@ -236,6 +236,7 @@ def test_create_expert_with_the_retrieval_method(base, tmp_path):
     with AdaptiveMoE(cfg, base=base) as moe:
         result = moe.create_expert("guild", documents=[text], progress=False, general=general)
         assert result.admitted, result.reasons
+        assert "judged by 'contains'" in result.reasons[0]  # a LoRA trained on the rules' pairs: their answers
         assert result.data["passages"] >= 1
         card = moe.experts.card("guild")
         assert card.kind == "retrieval" and card.extra["retrieval"] == {

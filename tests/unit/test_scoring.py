@@ -6,6 +6,7 @@ from adaptive_moe.evaluation.scoring import (
     AnswerScorer,
     ContainsScorer,
     ExactScorer,
+    TokenF1Scorer,
     accuracy,
     get_scorer,
     is_correct,
@@ -98,6 +99,25 @@ def test_exact_scorer(prediction, gold, expected):
     assert ExactScorer().match(prediction, gold) is expected
 
 
+@pytest.mark.parametrize(
+    ("prediction", "gold", "expected"),
+    [
+        ("River Aumbry", "the River Aumbry and drains", True),  # 2 of 4 words shared: F1 0.67
+        ("chapel", "the ruins of a twelfth-century chapel", False),  # 1 of 5: F1 0.33
+        ("The lake drains to the south through the Kessel Gorge", "south", True),  # the gold is in it
+        ("ten weeks", "around ten weeks", True),
+        ("twelve weeks", "around ten weeks", False),  # a wrong number: shares "weeks" only (F1 0.4)
+        ("twelve", "around ten weeks", False),
+        ("14", "4", False),
+        ("", "south", False),
+        ("south", "...", False),
+    ],
+)
+def test_token_f1_scorer(prediction, gold, expected):
+    assert TokenF1Scorer().match(prediction, gold) is expected
+    assert is_correct(prediction, ["x-no-match", gold], method="f1") is expected
+
+
 def test_score_matches_any_alias():
     scorer = get_scorer("contains")
     assert scorer.score("It was painted by da Vinci.", ["Leonardo da Vinci", "da Vinci"])
@@ -124,7 +144,7 @@ def test_score_validates_inputs(prediction, golds):
 
 
 def test_builtin_scorers_registered():
-    assert {"contains", "exact"} <= set(registered_scorers())
+    assert {"contains", "exact", "f1"} <= set(registered_scorers())
     assert isinstance(get_scorer("contains"), ContainsScorer)
     assert isinstance(get_scorer("exact"), ExactScorer)
     assert get_scorer("contains").name == "contains"
