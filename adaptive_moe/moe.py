@@ -229,12 +229,21 @@ class AdaptiveMoE(Closable):
         return analyze_gaps(self.gaps, **{**options, **kwargs})
 
     def resolve_gaps(self, name: str) -> list[int]:
-        """Mark the open gaps that expert ``name`` now covers (its match score reaches
-        ``router.min_match_score``) as resolved by it; returns their ids."""
-        matcher = self.router.matcher
-        if self.gaps is None or matcher is None or name not in matcher.experts:
+        """Mark the open gaps that expert ``name`` now covers (its match score, from the gap's recorded
+        embedding and its words, reaches ``router.min_match_score``) as resolved by it; returns their ids.
+        Gaps recorded without an embedding stay open."""
+        router = self.router
+        if self.gaps is None or router.matcher is None or name not in router.matcher.experts:
             return []
-        return self.gaps.resolve_matching(matcher.scores, name, min_score=self.router.config.min_match_score)
+        floor = router.config.min_match_score
+
+        def covers(entry) -> bool:
+            if entry.embedding is None:
+                return False
+            [scores] = router.match_scores([Query(entry.query)], entry.embedding[None, :])
+            return scores.get(name, 0.0) >= floor
+
+        return self.gaps.resolve_matching(covers, name)
 
     def sync_experts(self) -> None:
         """Make the router's matcher know exactly the registered experts (from each card's example

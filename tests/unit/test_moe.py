@@ -158,6 +158,20 @@ def test_router_matching_on_registered_example_questions(base, adapters, tmp_pat
     assert moe.router.terms.experts == ["alpha"]
 
 
+@pytest.mark.parametrize("term_match", [True, False])
+def test_a_gap_naming_a_rare_word_of_a_new_expert_is_resolved_by_it(base, adapters, tmp_path, term_match):
+    cfg = _config(tmp_path, **{"router.threshold": 1.0, "router.min_match_score": 0.99,
+                               "router.override_match_score": None, "router.term_match": term_match})  # fmt: skip
+    moe = AdaptiveMoE(cfg, base=base)
+    assert moe.generate("What instrument does Margit play?").route == "gap"  # no expert yet
+    moe.generate(FRANCE)
+    assert len(moe.gaps) == 2
+    moe.add_expert(adapters["alpha"], "letters", questions=["Where does Margit work on Tuesdays?"])
+    # the tiny model's embeddings never reach 0.99; the name does, when words count
+    assert moe.resolve_gaps("letters") == ([1] if term_match else [])
+    assert moe.generate("Is Margit well?").route == ("expert" if term_match else "gap")
+
+
 def test_forced_experts_and_unknown_names(base, adapters, tmp_path):
     moe = _moe(base, adapters, tmp_path, {FRANCE: (0.99, {})})
     out = moe.generate(FRANCE, experts=["beta"])

@@ -33,6 +33,8 @@ def test_a_routed_question_is_steered_to_the_expert_it_matches_and_a_new_expert_
         # the router file changed: read again, the new expert is known without a restart
         assert hints.hint("How deep is the Varn estuary?", names) == "varn"
         assert hints.hint("Who founded the Kovane guild?", names) == "kovane"
+        # a question unlike the examples that names a word of them: matched by the saved router's words
+        assert hints.hint("Is Kovane cloth sold abroad?", names) == "kovane"
     assert hints.hint("How deep is the Varn estuary?", ["kovane"]) is None  # only registered experts are named
 
 
