@@ -254,8 +254,7 @@ class AdaptiveMoE(Closable):
         known, registered = set(self.router.experts), set(self.experts.names())
         changed = False
         for name in sorted(registered - known):
-            card = self.experts.card(name)
-            examples = list(card.extra.get("example_questions") or []) or ([card.domain] if card.domain else [])
+            examples = _card_examples(self.experts.card(name))
             if examples:
                 self.teach_router(name, examples, save=False)
                 changed = True
@@ -266,8 +265,8 @@ class AdaptiveMoE(Closable):
             changed = True
         terms = self.router.terms
         for name in sorted((known & registered) - set(terms.experts if terms is not None else known)):
-            card = self.experts.card(name)  # a router saved before it matched words: learn them from the card
-            self.router.learn_terms(name, list(card.extra.get("example_questions") or []) or [card.domain])
+            # a router saved before it matched words: learn them from the card
+            self.router.learn_terms(name, _card_examples(self.experts.card(name)))
             changed = True
         if changed and (self._router_dir() / "router.json").is_file():
             self.save_router()
@@ -565,6 +564,11 @@ class AdaptiveMoE(Closable):
 
 #: router settings that say how expert matches are used (nothing fitted): a shipped router takes the user's
 MATCH_SETTINGS = ("top_k", "min_match_score", "override_match_score", "term_match")
+
+
+def _card_examples(card) -> list[str]:
+    """What the router learns an expert from: its card's example questions, else its domain description."""
+    return list(card.extra.get("example_questions") or []) or ([card.domain] if card.domain else [])
 
 
 def _forced_decision(d: RouteDecision, experts: list[tuple[str, float]]) -> RouteDecision:

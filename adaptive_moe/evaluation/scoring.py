@@ -182,7 +182,7 @@ class ExactScorer(AnswerScorer):
         return bool(g) and normalize_answer(prediction) == g
 
 
-class TokenF1Scorer(AnswerScorer):
+class TokenF1Scorer(ContainsScorer):
     """The gold appears in the prediction (as :class:`ContainsScorer`), or the two share enough words: the
     token F1 of their normalised words (SQuAD's overlap measure) is at least :attr:`min_f1` (0.5).
 
@@ -197,11 +197,9 @@ class TokenF1Scorer(AnswerScorer):
 
     def match(self, prediction: str, gold: str) -> bool:
         """Whether the gold is in the prediction or their token F1 reaches :attr:`min_f1`."""
-        g, p = normalize_answer(gold).split(), normalize_answer(prediction).split()
-        if not g or not p:
-            return False
-        if f" {' '.join(g)} " in f" {' '.join(p)} ":
+        if super().match(prediction, gold):
             return True
+        g, p = normalize_answer(gold).split(), normalize_answer(prediction).split()
         common = sum((Counter(g) & Counter(p)).values())
         return common > 0 and 2 * common / (len(g) + len(p)) >= self.min_f1
 

@@ -79,9 +79,12 @@ class TermMatcher:
             if not isinstance(t, str):
                 raise InvalidInputError(f"texts of expert {name!r} must be strings, got {type(t).__name__}")
             vocab |= words(t)
+        self._put(name, frozenset(vocab))
+
+    def _put(self, name: str, vocab: frozenset[str]) -> None:
         if name in self._vocab:
             self._df.subtract(self._vocab[name])
-        self._vocab[name] = frozenset(vocab)
+        self._vocab[name] = vocab
         self._df.update(vocab)
 
     def remove(self, name: str) -> None:
@@ -129,5 +132,5 @@ class TermMatcher:
         for name, vocab in state.get("experts", {}).items():
             if not isinstance(vocab, list):
                 raise InvalidInputError(f"term matcher state: the words of {name!r} must be a list")
-            matcher.add(name, [" ".join(str(w) for w in vocab)])
+            matcher._put(name, frozenset(str(w) for w in vocab))
         return matcher
