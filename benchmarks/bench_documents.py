@@ -1,8 +1,9 @@
 """Experts from documents no one tuned the extractor to (issue 15): the reader-question protocol.
 
-The corpus (``benchmarks/corpus/``) holds twelve short invented documents of different genres, six for
+The corpus (``benchmarks/corpus/``) holds short invented documents of different genres, seven for
 development (``dev/``) and six for the report (``test/``), each with 18-21 reader questions worded
-unlike the document and written before anyone looked at the extractor. For every document of a split,
+unlike the document and written before anyone looked at the extractor (``train/`` holds more, for the
+shipped reader's fit alone). For every document of a split,
 through the public API as a new user would: ``moe.create_expert(name, documents=[path])`` on one
 system that keeps every expert it admits; then every reader question of the split through
 ``moe.generate`` with all the experts registered, and a held-out slice of the general check set before

@@ -8,7 +8,7 @@ times, with the 1, 2 and 3 passages its MiniLM index retrieves (the readings a r
 with). The test documents are never read here: ``bench_documents.py --split test`` measures the shipped
 reader on documents it has not seen.
 
-    python benchmarks/fit_embedded_reader.py          # ~20 min on 2 CPU cores
+    python benchmarks/fit_embedded_reader.py          # ~25 min on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def corpus_examples(split: str, passages: int | tuple[int, ...], repeats: int, s
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=250)
+    parser.add_argument("--steps", type=int, default=350)
     parser.add_argument("--synthetic", type=int, default=560, help="reading examples over invented entities")
     parser.add_argument("--repeats", type=int, default=3, help="times each corpus question is shown")
     parser.add_argument("--passages", default="1,2,3", help="passages shown with a corpus question, in turn")
