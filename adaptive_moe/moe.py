@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .config import AdaptiveMoEConfig
 from .errors import IncompatibleExpertError, InvalidInputError, ModelNotFoundError, UnknownNameError
 from .integration import ExpertAnswer, integrator_class
@@ -235,15 +237,12 @@ class AdaptiveMoE(Closable):
         router = self.router
         if self.gaps is None or router.matcher is None or name not in router.matcher.experts:
             return []
+        gaps = [e for e in self.gaps.entries(resolved=False) if e.embedding is not None]
+        if not gaps:
+            return []
+        scores = router.match_scores([Query(e.query) for e in gaps], np.stack([e.embedding for e in gaps]))
         floor = router.config.min_match_score
-
-        def covers(entry) -> bool:
-            if entry.embedding is None:
-                return False
-            [scores] = router.match_scores([Query(entry.query)], entry.embedding[None, :])
-            return scores.get(name, 0.0) >= floor
-
-        return self.gaps.resolve_matching(covers, name)
+        return self.gaps.resolve([e.id for e, s in zip(gaps, scores, strict=True) if s.get(name, 0.0) >= floor], name)
 
     def sync_experts(self) -> None:
         """Make the router's matcher know exactly the registered experts (from each card's example
