@@ -24,6 +24,8 @@ and for the general questions: right before, right after, lost, and the share se
     python benchmarks/bench_documents.py --split test                 # the report (about 8 min on 2 cores)
     python benchmarks/bench_documents.py --split test --approach rules  # rule-made experts (about 25 min)
     python benchmarks/bench_documents.py --split dev --docs 2         # a quick development look
+    python benchmarks/fit_embedded_reader.py --splits train --steps 300 --target /tmp/reader_train
+    python benchmarks/bench_documents.py --split dev --reader /tmp/reader_train  # dev, held out from the reader
     python benchmarks/bench_documents.py --tiny --docs 1 --out /tmp/d # the plumbing, on a tiny random model
 
 Writes ``documents_<split>_<approach>.{json,md}`` under ``--out`` (default: benchmarks/results).
@@ -32,12 +34,14 @@ Writes ``documents_<split>_<approach>.{json,md}`` under ``--out`` (default: benc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 if not __package__:  # run as `python benchmarks/bench_documents.py`: make the `benchmarks` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -46,6 +50,7 @@ import torch
 
 from adaptive_moe import AdaptiveMoE, AdaptiveMoEConfig, AdaptiveMoEError
 from adaptive_moe.creation import general_knowledge_questions
+from adaptive_moe.creation import reader as reader_module
 from adaptive_moe.creation.data import build_training_data
 from adaptive_moe.evaluation.scoring import get_scorer
 from adaptive_moe.routing import Query
@@ -123,7 +128,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     docs = docs[: args.docs or None]
     general = general_slice(args.general if args.general is not None else (8 if args.tiny else 60))
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench_documents_") as tmp:
+    # the shipped reader is fitted on the development documents' questions: --reader puts one fitted without
+    # them in its place, so a development run measures documents the reader never saw
+    swap = (mock.patch.object(reader_module, "EMBEDDED_READER_DIR", Path(args.reader)) if args.reader
+            else contextlib.nullcontext())  # fmt: skip
+    with swap, tempfile.TemporaryDirectory(prefix="bench_documents_") as tmp:
         work = Path(tmp)
         base, _ = load_base(args.tiny, work)
         changes = {"gaps.enabled": False, **APPROACHES[args.approach]}
@@ -186,6 +195,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }  # fmt: skip
     return {"machine": machine_info(args.threads), "command": command_line(__file__, args.argv),
             "settings": {"split": args.split, "approach": args.approach, "tiny": args.tiny, "docs": len(docs),
+                         "reader": args.reader or "shipped",
                          "max_new_tokens": args.max_new_tokens, "max_answer_words": MAX_ANSWER_WORDS},
             "documents": per_doc, "general": general_result, "rows": rows,
             "elapsed_s": time.perf_counter() - started}  # fmt: skip
@@ -290,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="only these documents (comma-separated names)")
     parser.add_argument("--general", type=int, default=None, help="general questions before and after (60)")
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--reader", default="", help="a reader folder in place of the shipped one (see above)")
     parser.add_argument(
         "--tiny", action="store_true", help="a tiny random model: checks the plumbing, numbers are noise"
     )
