@@ -26,6 +26,7 @@ and for the general questions: right before, right after, lost, and the share se
     python benchmarks/bench_documents.py --split dev --docs 2         # a quick development look
     python benchmarks/fit_embedded_reader.py --splits train --steps 300 --target /tmp/reader_train
     python benchmarks/bench_documents.py --split dev --reader /tmp/reader_train  # dev, held out from the reader
+    python benchmarks/bench_documents.py --split dev --reader /tmp/reader_train --set creation.retrieval_readings=[2]
     python benchmarks/bench_documents.py --tiny --docs 1 --out /tmp/d # the plumbing, on a tiny random model
 
 Writes ``documents_<split>_<approach>.{json,md}`` under ``--out`` (default: benchmarks/results).
@@ -135,7 +136,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with swap, tempfile.TemporaryDirectory(prefix="bench_documents_") as tmp:
         work = Path(tmp)
         base, _ = load_base(args.tiny, work)
-        changes = {"gaps.enabled": False, **APPROACHES[args.approach]}
+        changes = {"gaps.enabled": False, **APPROACHES[args.approach], **config_changes(args.set)}
         if args.tiny:
             changes.update({"creation.lora.min_steps": 0, "creation.lora.epochs": 1.0,
                             "creation.forced_general_questions": 4})  # fmt: skip
@@ -195,10 +196,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }  # fmt: skip
     return {"machine": machine_info(args.threads), "command": command_line(__file__, args.argv),
             "settings": {"split": args.split, "approach": args.approach, "tiny": args.tiny, "docs": len(docs),
-                         "reader": args.reader or "shipped",
+                         "reader": args.reader or "shipped", "set": config_changes(args.set),
                          "max_new_tokens": args.max_new_tokens, "max_answer_words": MAX_ANSWER_WORDS},
             "documents": per_doc, "general": general_result, "rows": rows,
             "elapsed_s": time.perf_counter() - started}  # fmt: skip
+
+
+def config_changes(pairs: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs as config changes (a VALUE that parses as JSON is taken as JSON)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set takes KEY=VALUE (a dotted config key), got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
 
 
 def sent_to(row: dict[str, Any]) -> str | None:
@@ -301,6 +316,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--general", type=int, default=None, help="general questions before and after (60)")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--reader", default="", help="a reader folder in place of the shipped one (see above)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config change on top of the approach's, e.g. creation.retrieval_readings=[1,2,3,4]",
+    )
     parser.add_argument(
         "--tiny", action="store_true", help="a tiny random model: checks the plumbing, numbers are noise"
     )

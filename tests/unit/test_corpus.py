@@ -43,3 +43,13 @@ def test_every_question_is_answered_by_its_document(split):
 def test_no_document_is_in_two_splits():
     names = [d["name"] for s in SPLITS_READ for d in load_corpus(s)]
     assert len(set(names)) == len(names)
+
+
+def test_bench_documents_takes_config_changes_as_key_value_pairs():
+    from benchmarks.bench_documents import config_changes
+
+    changes = config_changes(["creation.retrieval_readings=[1,2,3,4]", "creation.reader=shared", "a.b=0.5"])
+    assert changes["creation.retrieval_readings"] == [1, 2, 3, 4] and changes["a.b"] == 0.5
+    assert changes["creation.reader"] == "shared"  # not JSON: kept as text
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        config_changes(["creation.reader"])
