@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with swap, tempfile.TemporaryDirectory(prefix="bench_documents_") as tmp:
         work = Path(tmp)
         base, _ = load_base(args.tiny, work)
-        changes = {"gaps.enabled": False, **APPROACHES[args.approach], **config_changes(args.set)}
+        changes = {"gaps.enabled": False, **APPROACHES[args.approach], **args.changes}
         if args.tiny:
             changes.update({"creation.lora.min_steps": 0, "creation.lora.epochs": 1.0,
                             "creation.forced_general_questions": 4})  # fmt: skip
@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }  # fmt: skip
     return {"machine": machine_info(args.threads), "command": command_line(__file__, args.argv),
             "settings": {"split": args.split, "approach": args.approach, "tiny": args.tiny, "docs": len(docs),
-                         "reader": args.reader or "shipped", "set": config_changes(args.set),
+                         "reader": args.reader or "shipped", "set": args.changes,
                          "max_new_tokens": args.max_new_tokens, "max_answer_words": MAX_ANSWER_WORDS},
             "documents": per_doc, "general": general_result, "rows": rows,
             "elapsed_s": time.perf_counter() - started}  # fmt: skip
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_run_arguments(parser)
     args = parser.parse_args(argv)
-    args.argv = argv
+    args.argv, args.changes = argv, config_changes(args.set)
     path = write_report(run(args), Path(args.out))
     print(path.read_text())
     return 0

@@ -32,9 +32,8 @@ def raw_logprob(confidence: float, calibrator) -> float:
     """The mean log-prob behind a confidence the expert's Platt calibrator (or ``exp``, without one) gave."""
     if calibrator is None:
         return math.log(max(confidence, 1e-12))
-    state = calibrator.to_dict()["state"]
     c = min(max(confidence, 1e-12), 1 - 1e-12)
-    return (math.log(c / (1 - c)) - state["intercept"]) / state["slope"]
+    return (math.log(c / (1 - c)) - calibrator.intercept) / calibrator.slope
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,10 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     judge = get_scorer("contains")
     surest = [r for r in reader_run["rows"] if str(r["k"]).startswith("surest of")]
 
-    def reader_calibrator(without: str):
-        keep = [r for r in surest if r["doc"] != without]
+    def fitted_without(doc: str):
+        keep = [r for r in surest if r["doc"] != doc]
         scores = np.concatenate([r["mean_logprob"] for r in keep])
         return make_calibrator("platt").fit(scores, np.concatenate([r["right"] for r in keep]).astype(int))
+
+    reader_calibrator = {doc: fitted_without(doc) for doc in {row["doc"] for row in run["rows"]}}  # one per document
 
     policies = ("each expert's own (default)", "none: exp of the mean log-prob", "the reader's")
     tally = {p: {"right": 0, "abstained": 0, "abstained_right": 0} for p in policies}
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = raw_logprob(first["confidence"], own)
         ok = is_right(first["text"], row["gold"], judge)
         for p, confidence in zip(policies, (first["confidence"], math.exp(min(raw, 0.0)),
-                                            float(reader_calibrator(row["doc"])(raw))), strict=True):  # fmt: skip
+                                            float(reader_calibrator[row["doc"]](raw))), strict=True):  # fmt: skip
             if confidence >= args.floor:
                 tally[p]["right"] += ok
             else:
