@@ -5,8 +5,10 @@ Training data, RAFT style (the passage that holds the answer among distractors, 
 retrieval expert answers in): invented entities of every kind, and the reader questions of the
 **development** and **training** documents (``benchmarks/corpus/dev`` and ``train``), each shown three
 times, with the 1, 2 and 3 passages its MiniLM index retrieves (the readings a retrieval expert answers
-with). The test documents are never read here: ``bench_documents.py --split test`` measures the shipped
-reader on documents it has not seen.
+with), ranked by cosine alone (``--lexical-weight 0``: the shipped reader was fitted so; experts rank with
+``creation.retrieval_lexical_weight``, which only changes which passages come first). The test documents
+are never read here: ``bench_documents.py --split test`` measures the shipped reader on documents it has
+not seen.
 
     python benchmarks/fit_embedded_reader.py          # one pass over the examples: ~37 min on 2 CPU cores
 """
@@ -40,19 +42,22 @@ from benchmarks.bench_documents import load_corpus
 from benchmarks.common import add_run_arguments
 
 
-def retrieved_passages(doc: dict, k: int, embedder) -> list[list[str]]:
+def retrieved_passages(doc: dict, k: int, embedder, lexical_weight: float = 0.0) -> list[list[str]]:
     """For each reader question of corpus document ``doc``, the texts of the ``k`` passages its MiniLM index
-    returns, best first."""
+    returns, best first (ranked by cosine alone, or, with a ``lexical_weight``, as a retrieval expert with that
+    ``creation.retrieval_lexical_weight`` ranks them)."""
     index = build_index([str(doc["path"])], embedder)
-    hits = index.search(embedder.encode([q for q, _ in doc["questions"]]).numpy(), k)
+    questions = [q for q, _ in doc["questions"]]
+    hits = index.search(embedder.encode(questions).numpy(), k, questions, lexical_weight)
     return [[index.passages[i].text for i, _ in row] for row in hits]
 
 
 def corpus_examples(split: str, passages: int | tuple[int, ...], repeats: int, seed: int,
-                    only: list[str] | None = None) -> list[tuple[str, str]]:  # fmt: skip
+                    only: list[str] | None = None, lexical_weight: float = 0.0) -> list[tuple[str, str]]:  # fmt: skip
     """Each reader question of ``split`` (of the documents named in ``only``, default all) ``repeats``
     times, each time with its top retrieved passages in a random order: ``passages`` of them, or, when
-    ``passages`` is a tuple, its numbers in turn (a reader that answers with several readings sees each)."""
+    ``passages`` is a tuple, its numbers in turn (a reader that answers with several readings sees each),
+    ranked as :func:`retrieved_passages` ranks them with ``lexical_weight``."""
     ks = passages if isinstance(passages, tuple) else (passages,)
     rng = random.Random(seed)
     embedder = make_embedder("minilm")
@@ -60,7 +65,9 @@ def corpus_examples(split: str, passages: int | tuple[int, ...], repeats: int, s
     for doc in load_corpus(split):
         if only is not None and doc["name"] not in only:
             continue
-        for (question, golds), row in zip(doc["questions"], retrieved_passages(doc, max(ks), embedder), strict=True):
+        for (question, golds), row in zip(
+            doc["questions"], retrieved_passages(doc, max(ks), embedder, lexical_weight), strict=True
+        ):
             for r in range(repeats):
                 shown = list(row[: ks[r % len(ks)]])
                 rng.shuffle(shown)
@@ -74,6 +81,13 @@ def main(argv=None) -> int:
     parser.add_argument("--synthetic", type=int, default=560, help="reading examples over invented entities")
     parser.add_argument("--repeats", type=int, default=3, help="times each corpus question is shown")
     parser.add_argument("--passages", default="1,2,3", help="passages shown with a corpus question, in turn")
+    parser.add_argument(
+        "--lexical-weight",
+        type=float,
+        default=0.0,
+        help="rank the passages shown as a retrieval expert with this creation.retrieval_lexical_weight does "
+        "(0: cosine alone, as the shipped reader was fitted)",
+    )
     parser.add_argument("--splits", default="dev,train", help="corpus splits whose questions are trained on")
     parser.add_argument("--targets", default=READER_LORA.target_modules, help="the reader's LoRA target modules")
     parser.add_argument("--target", default=str(EMBEDDED_READER_DIR), help="where the shipped reader is written")
@@ -86,13 +100,14 @@ def main(argv=None) -> int:
     shown = tuple(int(k) for k in args.passages.split(","))
     examples = synthetic_reading_examples(args.synthetic)
     for split in splits:
-        examples += corpus_examples(split, shown, args.repeats, seed=0)
+        examples += corpus_examples(split, shown, args.repeats, seed=0, lexical_weight=args.lexical_weight)
     random.Random(0).shuffle(examples)
     lora = READER_LORA.replace(target_modules=args.targets)
     steps = args.steps or -(-len(examples) // lora.batch_size)  # one pass: two read worse (0.68 against 0.83)
     base = load_base_model(device="cpu")
     note = {"data": f"{args.synthetic} invented-entity examples + {'/'.join(splits)} reader questions x{args.repeats}"
-                    f" with {args.passages} passages", "default_steps": READER_STEPS}  # fmt: skip
+                    f" with {args.passages} passages", "lexical_weight": args.lexical_weight,
+            "default_steps": READER_STEPS}  # fmt: skip
     target = train_reader(base, args.target, examples, lora=lora, steps=steps, note=note)
     config = target / "adapter_config.json"  # name the base, not this machine's cache path
     config.write_text(json.dumps({**json.loads(config.read_text()), "base_model_name_or_path": base.name}, indent=2))

@@ -1,14 +1,18 @@
-"""Retrieval recall on the development documents: does the passage that holds a reader question's gold
-answer come back in the top k? MiniLM (what experts use) against BM25 and two hybrids.
+"""Retrieval recall on the training and development documents: does the passage that holds a reader
+question's gold answer come back in the top k? Cosine similarity of MiniLM embeddings alone (weight 0),
+BM25 alone, and the hybrid a retrieval expert uses (cosine plus ``creation.retrieval_lexical_weight``
+times the passages' BM25 score relative to the best one: :meth:`PassageIndex.search`).
 
-Development split only (the test documents are for ``bench_documents.py``). Needs ``rank-bm25``
-(``pip install rank-bm25``; not a dependency of the library).
+Training and development splits only (the test documents are for ``bench_documents.py``); the weight was
+chosen here on both.
 
     python benchmarks/probe_retrieval.py            # about a minute
+    python benchmarks/probe_retrieval.py --weights 0,0.15 --splits dev
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -17,40 +21,53 @@ if not __package__:  # run as `python benchmarks/probe_retrieval.py`: make the `
 
 import numpy as np
 
+KS = (1, 2, 3, 4)
 
-def main() -> int:
-    from rank_bm25 import BM25Okapi
 
+def recall(split: str, weights: list[float]) -> dict[str, list[float]]:
+    """For each ranking of ``split``'s passages, the share of reader questions whose gold answer is in the top k,
+    for each k of :data:`KS`."""
     from adaptive_moe.documents import load_passages
     from adaptive_moe.evaluation.scoring import get_scorer
-    from adaptive_moe.experts.retrieval import PassageIndex, _content_words
+    from adaptive_moe.experts.retrieval import PassageIndex
     from adaptive_moe.model.encoders import make_embedder
     from benchmarks.bench_documents import load_corpus
 
     judge, embedder, found = get_scorer("contains"), make_embedder("minilm"), {}
-    for doc in load_corpus("dev"):
-        passages = load_passages([str(doc["path"])])
-        index = PassageIndex.build(passages, embedder)
-        queries = np.asarray(embedder.encode([q for q, _ in doc["questions"]]))
-        dense = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ index.embeddings.T
-        bm25 = BM25Okapi([sorted(_content_words(p.text)) or ["_"] for p in passages])
-        for row, (question, golds) in enumerate(doc["questions"]):
-            lexical = np.asarray(bm25.get_scores(sorted(_content_words(question))))
-            fused = np.zeros(len(passages))
-            for ranking in (np.argsort(-dense[row], kind="stable"), np.argsort(-lexical, kind="stable")):
-                for r, i in enumerate(ranking):
-                    fused[i] += 1 / (60 + r)  # reciprocal rank fusion
-            rankings = {"MiniLM": -dense[row], "BM25": -lexical, "reciprocal rank fusion": -fused,
-                        "MiniLM + 0.3 x BM25": -(dense[row] + 0.3 * lexical / (lexical.max() or 1))}  # fmt: skip
-            for name, score in rankings.items():
-                order = np.argsort(score, kind="stable")
-                for k in (1, 2, 3, 4):
-                    hit = any(judge.score(passages[i].text, golds) for i in order[:k])
-                    found.setdefault((name, k), []).append(hit)
-    print("| retrieval | top 1 | top 2 | top 3 | top 4 |\n|---|---|---|---|---|")
-    for name in ("MiniLM", "BM25", "reciprocal rank fusion", "MiniLM + 0.3 x BM25"):
-        print(f"| {name} | " + " | ".join(f"{np.mean(found[(name, k)]):.3f}" for k in (1, 2, 3, 4)) + " |")
-    print(f"\n{len(found[('MiniLM', 1)])} reader questions of the development documents")
+    for doc in load_corpus(split):
+        index = PassageIndex.build(load_passages([str(doc["path"])]), embedder)
+        questions = [q for q, _ in doc["questions"]]
+        vectors = np.asarray(embedder.encode(questions))
+        rankings = {f"cosine + {w:g} x BM25" if w else "cosine (MiniLM)": index.search(vectors, max(KS), questions, w)
+                    for w in weights}  # fmt: skip
+        lexical = index.lexical_scores(questions)
+        rankings["BM25 alone"] = [[(int(i), 0.0) for i in np.argsort(-row, kind="stable")[: max(KS)]]
+                                  for row in lexical]  # fmt: skip
+        for name, hits in rankings.items():
+            for row, (_, golds) in zip(hits, doc["questions"], strict=True):
+                for k in KS:
+                    found.setdefault(name, {}).setdefault(k, []).append(
+                        any(judge.score(index.passages[i].text, golds) for i, _ in row[:k])
+                    )
+    return {name: [float(np.mean(by_k[k])) for k in KS] + [len(by_k[1])] for name, by_k in found.items()}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", default="0,0.1,0.15,0.2,0.3,0.5", help="lexical weights, comma-separated")
+    parser.add_argument("--splits", default="train,dev", help="corpus splits, comma-separated (not test)")
+    args = parser.parse_args(argv)
+    splits = [s for s in args.splits.split(",") if s]
+    if "test" in splits:
+        parser.error("the test documents are for bench_documents.py; choose among train and dev")
+    weights = [float(w) for w in args.weights.split(",")]
+    for split in splits:
+        rows = recall(split, weights)
+        n = int(next(iter(rows.values()))[-1])
+        print(f"\n{split}: {n} reader questions\n")
+        print("| retrieval | " + " | ".join(f"top {k}" for k in KS) + " |\n|---|" + "---|" * len(KS))
+        for name, values in rows.items():
+            print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in values[:-1]) + " |")
     return 0
 
 

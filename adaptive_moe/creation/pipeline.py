@@ -181,11 +181,15 @@ def create_expert(
             # each question with the passages retrieval gives it (as at answer time), plus the documents'
             # own restatements and sentences, which the LoRA also learns (a fallback when retrieval misses)
             pairs = data.qa_pairs + [(q, a[0]) for q, a in generated]
-            train_items = reading_examples(pairs, index, embedder, cfg.retrieval_top_k) + data.documents
+            train_items = (
+                reading_examples(pairs, index, embedder, cfg.retrieval_top_k, cfg.retrieval_lexical_weight)
+                + data.documents
+            )
             lora = lora.replace(max_length=max(lora.max_length, cfg.retrieval_max_length))
         kind = "retrieval"
         extra = {"retrieval": {"top_k": cfg.retrieval_top_k, "passages": len(index.passages), "reader": cfg.reader,
-                               "quote": cfg.retrieval_quote, "readings": list(cfg.retrieval_readings)}}  # fmt: skip
+                               "quote": cfg.retrieval_quote, "readings": list(cfg.retrieval_readings),
+                               "lexical_weight": cfg.retrieval_lexical_weight}}  # fmt: skip
         data.stats.update(passages=len(index.passages), check_questions=len(data.heldout))
     if not data.heldout:
         raise InvalidInputError(

@@ -19,13 +19,14 @@ def build_index(documents: Any, embedder: Any) -> PassageIndex:
     return PassageIndex.build(load_passages(documents), embedder)
 
 
-def reading_examples(qa_pairs: list[tuple[str, str]], index: PassageIndex, embedder: Any,
-                     top_k: int) -> list[tuple[str, str]]:  # fmt: skip
-    """``(passages + question, answer)`` pairs: each question with its ``top_k`` retrieved passages."""
+def reading_examples(qa_pairs: list[tuple[str, str]], index: PassageIndex, embedder: Any, top_k: int,
+                     lexical_weight: float = 0.0) -> list[tuple[str, str]]:  # fmt: skip
+    """``(passages + question, answer)`` pairs: each question with its ``top_k`` retrieved passages
+    (:meth:`PassageIndex.search` with ``lexical_weight``, as the expert will retrieve)."""
     if not qa_pairs:
         return []
-    vectors = np.asarray(embedder.encode([q for q, _ in qa_pairs]))
-    hits = index.search(vectors, top_k)
+    questions = [q for q, _ in qa_pairs]
+    hits = index.search(np.asarray(embedder.encode(questions)), top_k, questions, lexical_weight)
     return [(context_prompt(q, [index.passages[i].text for i, _ in row]), a)
             for (q, a), row in zip(qa_pairs, hits, strict=True)]  # fmt: skip
 

@@ -13,7 +13,7 @@ import pytest
 
 from adaptive_moe import AdaptiveMoE, AdaptiveMoEConfig, load_base_model
 from adaptive_moe.documents import document_passages
-from adaptive_moe.errors import CorruptExpertError
+from adaptive_moe.errors import ConfigError, CorruptExpertError, InvalidInputError
 from adaptive_moe.experts import ExpertPool, ExpertRegistry, PassageIndex, RetrievalExpert
 from adaptive_moe.experts.retrieval import INDEX_FILE, best_readings, context_prompt, supported_by, with_context
 from adaptive_moe.model import encoders
@@ -78,6 +78,59 @@ def test_index_search_save_and_load(tmp_path):
         PassageIndex.load(tmp_path)
     with pytest.raises(CorruptExpertError, match="cannot read"):
         PassageIndex.load(tmp_path / "missing")
+
+
+class HullDirection:
+    """An embedder that puts every text along the first passage of :func:`_two_passages`."""
+
+    def encode(self, texts):
+        return np.tile(np.array([1.0, 0.0], dtype=np.float32), (len(texts), 1))
+
+
+def _two_passages():
+    """A hull passage whose embedding is nearer a question about the modem than the modem passage's is."""
+    text = "The hull is bright yellow and floats.\n\nData goes out by an Iridium modem."
+    passages = document_passages(text, "spec.md")
+    embeddings = np.array([[1.0, 0.0], [0.9, np.sqrt(1 - 0.81)]], dtype=np.float32)
+    return PassageIndex(passages, embeddings, encoder="bow_test")
+
+
+def test_a_hybrid_search_lifts_the_passage_that_shares_the_question_s_rare_word():
+    index, query = _two_passages(), np.array([[1.0, 0.0]], dtype=np.float32)
+    question = ["How does the buoy send its data, Iridium?"]
+    [[(first, cosine), _]] = index.search(query, 2)
+    assert index.passages[first].body.startswith("The hull") and cosine == pytest.approx(1.0)
+    [[(first, _), _]] = index.search(query, 2, question, lexical_weight=0.0)  # weight 0: cosine alone
+    assert index.passages[first].body.startswith("The hull")
+    [[(first, score), (_, other)]] = index.search(query, 2, question, lexical_weight=0.15)
+    assert index.passages[first].body.startswith("Data goes out") and score == pytest.approx(0.9 + 0.15)
+    assert other == pytest.approx(1.0)  # the hull passage shares no content word with the question
+    scores = index.lexical_scores(["Iridium modem", "nothing shared at all", "hull modem"])
+    assert scores.shape == (3, 2) and scores[0].tolist() == [0.0, 1.0] and scores[1].tolist() == [0.0, 0.0]
+    assert scores[2].max() == pytest.approx(1.0) and (scores[2] > 0).all()
+    with pytest.raises(InvalidInputError, match="lexical_weight must be 0 or more"):
+        index.search(query, 2, question, lexical_weight=-0.1)
+    with pytest.raises(InvalidInputError, match="2 query texts for 1 query embeddings"):
+        index.search(query, 2, question * 2, lexical_weight=0.15)
+    with pytest.raises(ConfigError, match="retrieval_lexical_weight"):
+        AdaptiveMoEConfig().replace(**{"creation.retrieval_lexical_weight": 1.5})
+
+
+def test_an_expert_retrieves_with_the_lexical_weight_its_card_names(base, tmp_path):
+    src = make_random_adapter(base.model, tmp_path / "src", seed=5)
+    _two_passages().save(src)
+    registry = ExpertRegistry(tmp_path / "reg")
+    for name, extra in (("plain", {"top_k": 1}), ("hybrid", {"top_k": 1, "lexical_weight": 0.15})):
+        registry.import_adapter(src, name, domain="the buoy", base=base, kind="retrieval", extra={"retrieval": extra})
+    pool = ExpertPool(base, registry, capacity=2)
+    with pool.acquire(["plain", "hybrid"]) as [plain, hybrid]:
+        assert plain.lexical_weight == 0.0 and hybrid.lexical_weight == 0.15
+        for expert in (plain, hybrid):  # every question embeds in the hull passage's direction
+            expert._embedder = HullDirection()
+        [[(p, _)]] = plain.retrieve(["Which modem sends the data?"])
+        [[(h, _)]] = hybrid.retrieve(["Which modem sends the data?"])
+    assert p.body.startswith("The hull") and h.body.startswith("Data goes out")
+    pool.clear()
 
 
 def test_support_and_prompt_format():
@@ -245,6 +298,7 @@ def test_create_expert_with_the_retrieval_method(base, tmp_path):
             "reader": "document",
             "quote": cfg.creation.retrieval_quote,
             "readings": [1, 2, 3],
+            "lexical_weight": cfg.creation.retrieval_lexical_weight,
         }
         assert (moe.experts.path_of("guild") / INDEX_FILE).is_file()
         out = moe.generate("Who founded the Tidewater Guild?", experts=["guild"])
