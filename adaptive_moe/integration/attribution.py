@@ -50,7 +50,8 @@ class Attribution:
         cache: pool events of this answer (``hits``, ``misses``, ``evictions``, ``hotswaps``).
         strategy: the integrator that combined the experts (``select``, ``mixture``, ``merge``), if any.
         citations: the passages of the experts' documents the answer rests on, best first: ``source``
-            (file), ``lines`` ([first, last], 1-based), ``score`` (cosine similarity to the question),
+            (file), ``lines`` ([first, last], 1-based), ``score`` (how it ranked for the question: cosine
+            similarity, plus the expert's ``lexical_weight`` times its share of the best BM25 score),
             ``text`` and ``cite`` (``source:first-last``); empty when the answer did not come from passages.
         supported: whether those passages contain the answer's words (``None`` without citations); an
             answer no passage supports is flagged.
