@@ -214,7 +214,12 @@ class RetrievalExpert(LoRAExpert):
     def lexical_weight(self) -> float:
         """The share of the passages' BM25 score added to their cosine similarity when retrieving (the card's
         ``extra["retrieval"]["lexical_weight"]``; 0, cosine alone, when it names none)."""
-        return float((self.card.extra.get("retrieval") or {}).get("lexical_weight", 0.0))
+        given = (self.card.extra.get("retrieval") or {}).get("lexical_weight", 0.0)
+        if isinstance(given, bool) or not isinstance(given, (int, float)) or not 0 <= given <= 1:
+            raise CorruptExpertError(
+                f"expert {self.name!r}: its card's retrieval lexical_weight is {given!r}; allowed: a number from 0 to 1"
+            )
+        return float(given)
 
     @property
     def index(self) -> PassageIndex:

@@ -131,6 +131,11 @@ def test_an_expert_retrieves_with_the_lexical_weight_its_card_names(base, tmp_pa
         [[(h, _)]] = hybrid.retrieve(["Which modem sends the data?"])
     assert p.body.startswith("The hull") and h.body.startswith("Data goes out")
     pool.clear()
+    registry.import_adapter(src, "broken", domain="the buoy", base=base, kind="retrieval",
+                            extra={"retrieval": {"lexical_weight": "lots"}})  # fmt: skip
+    with pool.acquire(["broken"]) as [broken], pytest.raises(CorruptExpertError, match="allowed: a number from 0"):
+        broken.retrieve(["Which modem?"])
+    pool.clear()
 
 
 def test_support_and_prompt_format():
