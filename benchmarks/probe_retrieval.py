@@ -24,9 +24,9 @@ import numpy as np
 KS = (1, 2, 3, 4)
 
 
-def recall(split: str, weights: list[float]) -> dict[str, list[float]]:
-    """For each ranking of ``split``'s passages, the share of reader questions whose gold answer is in the top k,
-    for each k of :data:`KS`."""
+def recall(split: str, weights: list[float]) -> dict[str, dict[int, list[bool]]]:
+    """For each ranking of ``split``'s passages and each k of :data:`KS`, whether each reader question's gold
+    answer is in the top k."""
     from adaptive_moe.documents import load_passages
     from adaptive_moe.evaluation.scoring import get_scorer
     from adaptive_moe.experts.retrieval import PassageIndex
@@ -49,7 +49,7 @@ def recall(split: str, weights: list[float]) -> dict[str, list[float]]:
                     found.setdefault(name, {}).setdefault(k, []).append(
                         any(judge.score(index.passages[i].text, golds) for i, _ in row[:k])
                     )
-    return {name: [float(np.mean(by_k[k])) for k in KS] + [len(by_k[1])] for name, by_k in found.items()}
+    return found
 
 
 def main(argv=None) -> int:
@@ -62,12 +62,11 @@ def main(argv=None) -> int:
         parser.error("the test documents are for bench_documents.py; choose among train and dev")
     weights = [float(w) for w in args.weights.split(",")]
     for split in splits:
-        rows = recall(split, weights)
-        n = int(next(iter(rows.values()))[-1])
-        print(f"\n{split}: {n} reader questions\n")
+        found = recall(split, weights)
+        print(f"\n{split}: {len(next(iter(found.values()))[1])} reader questions\n")
         print("| retrieval | " + " | ".join(f"top {k}" for k in KS) + " |\n|---|" + "---|" * len(KS))
-        for name, values in rows.items():
-            print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in values[:-1]) + " |")
+        for name, by_k in found.items():
+            print(f"| {name} | " + " | ".join(f"{np.mean(by_k[k]):.3f}" for k in KS) + " |")
     return 0
 
 

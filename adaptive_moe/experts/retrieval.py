@@ -116,9 +116,9 @@ class PassageIndex:
         then rise: on the reader questions of the training documents (997 of them), the passage that holds the
         answer is the first one returned for 0.78 of them by cosine alone and for 0.85 with weight 0.15
         (``benchmarks/probe_retrieval.py``)."""
-        sims = _unit(np.asarray(queries, dtype=np.float32)) @ self.embeddings.T
         if lexical_weight < 0:
             raise InvalidInputError(f"lexical_weight must be 0 or more, got {lexical_weight!r}")
+        sims = _unit(np.asarray(queries, dtype=np.float32)) @ self.embeddings.T
         if texts is not None and lexical_weight > 0:
             if len(texts) != sims.shape[0]:
                 raise InvalidInputError(f"{len(texts)} query texts for {sims.shape[0]} query embeddings")
