@@ -455,6 +455,17 @@ class CreationConfig(_Section):
         ge=0,
         le=1,
     )
+    retrieval_sentence_match_weight: float = _f(
+        0.5,
+        help="when a 'retrieval' expert keeps the surest of its readings, each reading's mean token log-probability "
+        "gets this weight times how well the sentence its answer was taken from matches the question (the share of "
+        "the question's other content words that sentence holds, 0 to 1): a number or name lifted from a "
+        "neighbouring sentence about something else loses to one from the sentence the question speaks of; 0 keeps "
+        "the surest reading alone (492 reader questions of training documents a reader was not fitted on: 0.750 "
+        "right with 0, 0.760 with 0.5, 5 turned right and none wrong)",
+        ge=0,
+        le=10,
+    )
     retrieval_quote: bool = _f(
         False,
         help="a 'retrieval' expert's answer may only quote the passages it read (constrained decoding): it cannot "

@@ -189,7 +189,8 @@ def create_expert(
         kind = "retrieval"
         extra = {"retrieval": {"top_k": cfg.retrieval_top_k, "passages": len(index.passages), "reader": cfg.reader,
                                "quote": cfg.retrieval_quote, "readings": list(cfg.retrieval_readings),
-                               "lexical_weight": cfg.retrieval_lexical_weight}}  # fmt: skip
+                               "lexical_weight": cfg.retrieval_lexical_weight,
+                               "sentence_match_weight": cfg.retrieval_sentence_match_weight}}  # fmt: skip
         data.stats.update(passages=len(index.passages), check_questions=len(data.heldout))
     if not data.heldout:
         raise InvalidInputError(

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..config import GenerationConfig
-from ..documents import Passage
+from ..documents import Passage, split_sentences
 from ..errors import CorruptExpertError, InvalidInputError, ModelBusyError
 from ..model.generation import Prompt, current_streamer, normalize_prompts, query_text, replay, streaming
 from ..uncertainty.base import MeanTokenLogProb
@@ -37,6 +37,8 @@ __all__ = [
     "RetrievalExpert",
     "best_readings",
     "context_prompt",
+    "rank_reading",
+    "sentence_match",
     "supported_by",
     "with_context",
 ]
@@ -85,6 +87,28 @@ def supported_by(answer: str, passages: list[str], min_share: float = 0.5) -> bo
     seen = set().union(*(_content_words(p) for p in passages)) if passages else set()
     numbers = {w for w in words if any(c.isdigit() for c in w)}
     return len(words & seen) / len(words) >= min_share and numbers <= seen
+
+
+def sentence_match(question: str, answer: str, passages: list[str]) -> float:
+    """How well the sentence an answer was taken from matches the question, from 0 to 1: over the sentences of
+    ``passages`` that hold at least half of the answer's content words, the best share of the question's other
+    content words that the sentence holds (times the share of the answer's words it holds). An answer taken
+    from the sentence that speaks of what the question asks scores high; a number or name lifted from a
+    neighbouring sentence about something else scores low ("How many plots ...?": "44" from "Rents for 41 of
+    the 44 plots have been paid" against "17" from "There are 17 people waiting for a plot"). 0 when no
+    sentence holds the answer."""
+    words = _content_words(answer)
+    if not words:
+        return 0.0
+    asked = _content_words(question) - words
+    best = 0.0
+    for passage in passages:
+        for sentence in split_sentences(passage):
+            held = _content_words(sentence)
+            holds = len(words & held) / len(words)
+            if holds >= 0.5:
+                best = max(best, holds * len(asked & held) / max(1, len(asked)))
+    return best
 
 
 @dataclass
@@ -222,6 +246,19 @@ class RetrievalExpert(LoRAExpert):
         return float(given)
 
     @property
+    def sentence_match_weight(self) -> float:
+        """How much :func:`sentence_match` adds to a reading's mean token log-probability when the surest of
+        several readings is kept (the card's ``extra["retrieval"]["sentence_match_weight"]``; 0, the surest
+        reading alone, when it names none)."""
+        given = (self.card.extra.get("retrieval") or {}).get("sentence_match_weight", 0.0)
+        if isinstance(given, bool) or not isinstance(given, (int, float)) or not 0 <= given <= 10:
+            raise CorruptExpertError(
+                f"expert {self.name!r}: its card's retrieval sentence_match_weight is {given!r}; "
+                "allowed: a number from 0 to 10"
+            )
+        return float(given)
+
+    @property
     def index(self) -> PassageIndex:
         """The expert's passages and their embeddings (read on first use)."""
         if self._index is None:
@@ -265,17 +302,18 @@ class RetrievalExpert(LoRAExpert):
         """Retrieve, answer from the passages with the adapter active, and attach the citations.
 
         With several :attr:`readings`, each question is read once with each number of passages (all in one
-        batch) and the answer with the highest mean token log-probability among those its passages back
-        (:func:`supported_by`; among all when none is) is kept, with the passages that reading showed as its
-        citations. On the development documents, with a reader that never saw them, this takes the shared
-        reader from 0.69 (the top 2 passages) to 0.79 of reader questions right: a small reader misses a fact
-        among distractors that it finds alone, or finds it only with the next passage, and is surer when it has
-        found it (``benchmarks/results/reader_train_all_linear.md``). A streamed answer is generated whole,
-        then streamed."""
+        batch) and the answer with the highest mean token log-probability, plus :attr:`sentence_match_weight`
+        times its :func:`sentence_match`, among those its passages back (:func:`supported_by`; among all when
+        none is) is kept (:func:`rank_reading`), with the passages that reading showed as its citations. On the
+        development documents, with a reader that never saw them, readings take the shared reader from 0.69 (the
+        top 2 passages) to 0.79 of reader questions right: a small reader misses a fact among distractors that it
+        finds alone, or finds it only with the next passage, and is surer when it has found it
+        (``benchmarks/results/reader_train_all_linear.md``). A streamed answer is generated whole, then
+        streamed."""
         if self.base is None:
             raise ModelBusyError(f"expert {self.name!r} is not loaded; use it inside `with pool.acquire([...])`")
         items = normalize_prompts(prompts)
-        ks = self.readings
+        ks, weight = self.readings, self.sentence_match_weight
         hits = self.retrieve([query_text(p) for p in items], max(ks))
         rows: list[Prompt] = []
         shown: list[list[tuple[Passage, float]]] = []
@@ -291,8 +329,9 @@ class RetrievalExpert(LoRAExpert):
         streamer = current_streamer() if len(rows) > len(items) else None
         with self.base.adapter_host.activated(self.slot), streaming(None) if streamer else contextlib.nullcontext():
             signals = self.base.generate_with_signals(rows, gen, quotes=quotes)
-        rank = [(supported_by(s.text, [p.text for p, _ in h]), MeanTokenLogProb().score(s))
-                for s, h in zip(signals, shown, strict=True)]  # fmt: skip
+        weight = weight if len(rows) > len(items) else 0.0  # one reading per question: nothing to choose
+        rank = [rank_reading(query_text(items[i]), s.text, [p.text for p, _ in h], MeanTokenLogProb().score(s), weight)
+                for s, h, i in zip(signals, shown, owner, strict=True)]  # fmt: skip
         best = best_readings(rank, owner)
         out = []
         for i, original in enumerate(items):
@@ -306,10 +345,19 @@ class RetrievalExpert(LoRAExpert):
         return out
 
 
+def rank_reading(question: str, answer: str, passages: list[str], sureness: float,
+                 match_weight: float = 0.0) -> tuple[bool, float]:  # fmt: skip
+    """How one reading of ``question`` ranks among the others (higher is better): whether ``passages`` back
+    its ``answer`` (:func:`supported_by`), then its ``sureness`` (the mean token log-probability) plus
+    ``match_weight`` times its :func:`sentence_match`."""
+    match = sentence_match(question, answer, passages) if match_weight else 0.0
+    return supported_by(answer, passages), sureness + match_weight * match
+
+
 def best_readings(rank: list[tuple[bool, float]], owner: list[int]) -> dict[int, int]:
-    """For each question, the row of its best reading: ``rank[r]`` is row ``r``'s (backed by its passages,
-    mean token log-probability), ``owner[r]`` its question. A backed answer beats one that is not, then the
-    surer one; a tie keeps the earlier row (the reading with fewer passages)."""
+    """For each question, the row of its best reading: ``rank[r]`` is row ``r``'s :func:`rank_reading` (backed
+    by its passages, score), ``owner[r]`` its question. A backed answer beats one that is not, then the higher
+    score; a tie keeps the earlier row (the reading with fewer passages)."""
     best: dict[int, int] = {}
     for r, i in enumerate(owner):
         if i not in best or rank[r] > rank[best[i]]:

@@ -10,12 +10,22 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adaptive_moe import AdaptiveMoE, AdaptiveMoEConfig, load_base_model
 from adaptive_moe.documents import document_passages
 from adaptive_moe.errors import ConfigError, CorruptExpertError, InvalidInputError
 from adaptive_moe.experts import ExpertPool, ExpertRegistry, PassageIndex, RetrievalExpert
-from adaptive_moe.experts.retrieval import INDEX_FILE, best_readings, context_prompt, supported_by, with_context
+from adaptive_moe.experts.retrieval import (
+    INDEX_FILE,
+    best_readings,
+    context_prompt,
+    rank_reading,
+    sentence_match,
+    supported_by,
+    with_context,
+)
 from adaptive_moe.model import encoders
 from adaptive_moe.model.constraints import normalise_quote
 from adaptive_moe.testing import make_random_adapter
@@ -136,6 +146,15 @@ def test_an_expert_retrieves_with_the_lexical_weight_its_card_names(base, tmp_pa
     with pool.acquire(["broken"]) as [broken], pytest.raises(CorruptExpertError, match="allowed: a number from 0"):
         broken.retrieve(["Which modem?"])
     pool.clear()
+    for n, bad in enumerate((-1, 11, "high", True)):
+        registry.import_adapter(src, f"unmatched{n}", domain="the buoy", base=base, kind="retrieval",
+                                extra={"retrieval": {"readings": [1, 2], "sentence_match_weight": bad}})  # fmt: skip
+        with pool.acquire([f"unmatched{n}"]) as [unmatched], pytest.raises(CorruptExpertError, match="sentence_match"):
+            unmatched._embedder = HullDirection()
+            unmatched.generate("Which modem?", max_new_tokens=2)
+        pool.clear()
+    with pytest.raises(ConfigError, match="retrieval_sentence_match_weight"):
+        AdaptiveMoEConfig().replace(**{"creation.retrieval_sentence_match_weight": -0.5})
 
 
 def test_support_and_prompt_format():
@@ -173,6 +192,34 @@ def test_the_best_reading_is_the_surest_of_those_its_passages_back():
     assert best_readings(rows, owner) == {0: 2, 1: 4, 2: 5}
 
 
+PLOTS = ["Waiting list. There are 17 people waiting for a plot.", "Rents for 41 of the 44 plots have been paid."]
+
+
+def test_sentence_match_scores_the_sentence_an_answer_was_taken_from():
+    question = "How many plots does the allotment have?"
+    # "44" sits in the sentence about plots, "17" in one about people waiting
+    assert sentence_match(question, "44", PLOTS) > sentence_match(question, "17", PLOTS) == 0.0
+    assert sentence_match(question, "90", PLOTS) == 0.0  # no sentence holds it
+    assert sentence_match(question, "", PLOTS) == 0.0 and sentence_match(question, "44", []) == 0.0
+    # half of the answer's words held is enough, and the score shrinks with it
+    assert 0 < sentence_match(question, "44 tenants", PLOTS) < sentence_match(question, "44", PLOTS)
+
+
+@given(st.text(max_size=60), st.text(max_size=30), st.lists(st.text(max_size=80), max_size=3))
+@settings(max_examples=200, deadline=None)
+def test_sentence_match_is_a_share(question, answer, passages):
+    assert 0.0 <= sentence_match(question, answer, passages) <= 1.0
+
+
+def test_a_sentence_match_weight_prefers_the_answer_from_the_sentence_asked_about():
+    question = "How many plots does the allotment have?"
+    readings = [("17", -0.2), ("44", -0.5)]  # the surer reading lifted its number from the wrong sentence
+    for weight, chosen in ((0.0, 0), (0.5, 0), (1.0, 1)):  # 44's match: 2 of 5 asked words (plots, have)
+        rank = [rank_reading(question, a, PLOTS, sureness, weight) for a, sureness in readings]
+        assert best_readings(rank, [0, 0]) == {0: chosen}, weight
+    assert rank_reading(question, "90", PLOTS, -0.1, 1.0) == (False, -0.1)  # unbacked, no match
+
+
 def test_several_readings_keep_the_surest_backed_answer_with_its_own_passages(base, tmp_path):
     from adaptive_moe.model.generation import streaming
 
@@ -182,13 +229,18 @@ def test_several_readings_keep_the_surest_backed_answer_with_its_own_passages(ba
     for name, readings in (("all", [1, 2, 3]), ("k1", [1]), ("k2", [2]), ("k3", [3])):
         registry.import_adapter(src, name, domain="the W-3", base=base, kind="retrieval",
                                 extra={"retrieval": {"top_k": 2, "readings": readings}})  # fmt: skip
+    registry.import_adapter(src, "matched", domain="the W-3", base=base, kind="retrieval",
+                            extra={"retrieval": {"readings": [1, 2, 3], "sentence_match_weight": 10}})  # fmt: skip
     questions = ["What is its weight in g?", "Who makes the W-3?", "How is the filter cleaned?"]
     gen = {"max_new_tokens": 5, "batch_size": 1}  # rows alone: no padding between the readings compared
-    pool = ExpertPool(base, registry, capacity=4)
-    with pool.acquire(["all", "k1", "k2", "k3"]) as [both, *single]:
+    pool = ExpertPool(base, registry, capacity=5)
+    with pool.acquire(["all", "k1", "k2", "k3", "matched"]) as [both, *single, matched]:
         assert both.readings == (1, 2, 3) and single[1].readings == (2,)
+        assert both.sentence_match_weight == 0.0 and matched.sentence_match_weight == 10.0
         chosen = both.generate(questions, **gen)
+        weighed = matched.generate(questions, **gen)
         alone = [e.generate(questions, **gen) for e in single]
+        shown = [[p.text for p, _ in hits] for hits in both.retrieve(questions, 3)]
         collected: list[str] = []
 
         class Collect:  # a transformers-style streamer: the prompt first, then each token
@@ -213,6 +265,11 @@ def test_several_readings_keep_the_surest_backed_answer_with_its_own_passages(ba
         k = max(range(3), key=lambda j: (backed[j], sureness[j], -j))
         assert s.text == alone[k][i].text and len(s.citations) == k + 1
         assert s.citations == alone[k][i].citations and s.prompt == questions[i]
+        rank = [
+            rank_reading(questions[i], a[i].text, shown[i][: j + 1], sureness[j], 10.0) for j, a in enumerate(alone)
+        ]
+        k = max(range(3), key=lambda j: (rank[j], -j))  # the sentence match weighed in
+        assert weighed[i].text == alone[k][i].text and weighed[i].citations == alone[k][i].citations
     assert streamed.text == chosen[0].text and collected == [chosen[0].text]  # streamed whole after the choice
 
 
@@ -304,6 +361,7 @@ def test_create_expert_with_the_retrieval_method(base, tmp_path):
             "quote": cfg.creation.retrieval_quote,
             "readings": [1, 2, 3],
             "lexical_weight": cfg.creation.retrieval_lexical_weight,
+            "sentence_match_weight": cfg.creation.retrieval_sentence_match_weight,
         }
         assert (moe.experts.path_of("guild") / INDEX_FILE).is_file()
         out = moe.generate("Who founded the Tidewater Guild?", experts=["guild"])
