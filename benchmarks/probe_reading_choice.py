@@ -116,6 +116,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if (args.reader is None) == (args.rescore is None):
         parser.error("give --reader (read the questions) or --rescore (choose among an earlier run's answers)")
+    try:
+        weights = [float(w) for w in args.weights.split(",")]
+    except ValueError:
+        parser.error(f"--weights {args.weights!r}: give numbers from 0 to 10, comma-separated")
+    if not all(0 <= w <= 10 for w in weights):
+        parser.error(f"--weights {args.weights!r}: give numbers from 0 to 10, comma-separated")
     import torch
 
     torch.set_num_threads(args.threads)
@@ -129,7 +135,6 @@ def main(argv=None) -> int:
                "settings": {"reader": args.reader, "split": args.split, "fold": args.fold,
                             "readings": list(READINGS), "lexical_weight": args.lexical_weight},
                "elapsed_s": time.perf_counter() - start}  # fmt: skip
-    weights = [float(w) for w in args.weights.split(",")]
     kept = {w: kept_right(questions, w) for w in weights}
     surest = kept_right(questions, 0.0)
     n = len(questions)

@@ -48,8 +48,11 @@ def test_the_two_folds_split_the_training_documents():
     assert zero and one and not zero & one and zero | one == names
 
 
-def test_the_test_split_and_a_missing_reader_are_refused():
+def test_the_test_split_a_missing_reader_and_bad_weights_are_refused():
     with pytest.raises(SystemExit):
         probe.main(["--reader", "x", "--split", "test"])
     with pytest.raises(SystemExit):
         probe.main([])
+    for weights in ("-1", "0,lots", "11"):
+        with pytest.raises(SystemExit):
+            probe.main(["--rescore", str(RUN), "--weights", weights])
