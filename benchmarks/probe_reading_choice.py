@@ -27,8 +27,6 @@ from typing import Any
 if not __package__:  # run as `python benchmarks/probe_reading_choice.py`: make the `benchmarks` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np
-
 from benchmarks.common import add_run_arguments, command_line, machine_info, say, write_json_and_markdown
 
 READINGS = (1, 2, 3)
@@ -42,15 +40,15 @@ def read_all(reader: str, split: str, fold: int | None, lexical_weight: float) -
 
     from adaptive_moe import load_base_model
     from adaptive_moe.config import GenerationConfig
-    from adaptive_moe.creation.retrieval import build_index
+    from adaptive_moe.evaluation.scoring import get_scorer
     from adaptive_moe.experts.retrieval import context_prompt
     from adaptive_moe.model.encoders import make_embedder
     from adaptive_moe.model.generation import generate_with_signals
     from adaptive_moe.uncertainty.base import MeanTokenLogProb
     from benchmarks.bench_documents import is_right, load_corpus
-    from benchmarks.fit_embedded_reader import training_fold
+    from benchmarks.fit_embedded_reader import retrieved_passages, training_fold
 
-    judge, embedder, start = _judge(), make_embedder("minilm"), time.perf_counter()
+    judge, embedder, start = get_scorer("contains"), make_embedder("minilm"), time.perf_counter()
     base = load_base_model(device="cpu")
     base.model = PeftModel.from_pretrained(base.model, reader)
     only = None if fold is None else set(training_fold(split, fold))
@@ -59,10 +57,8 @@ def read_all(reader: str, split: str, fold: int | None, lexical_weight: float) -
         for doc in load_corpus(split):
             if only is not None and doc["name"] not in only:
                 continue
-            index = build_index([str(doc["path"])], embedder)
             texts = [q for q, _ in doc["questions"]]
-            hits = index.search(np.asarray(embedder.encode(texts)), max(READINGS), texts, lexical_weight)
-            shown = [[index.passages[i].text for i, _ in row] for row in hits]
+            shown = retrieved_passages(doc, max(READINGS), embedder, lexical_weight)  # ranked as the expert ranks
             prompts = [context_prompt(q, s[:k]) for q, s in zip(texts, shown, strict=True) for k in READINGS]
             answers = generate_with_signals(base, prompts, GenerationConfig(max_new_tokens=48, batch_size=4))
             for n, ((question, golds), passages) in enumerate(zip(doc["questions"], shown, strict=True)):
@@ -74,12 +70,6 @@ def read_all(reader: str, split: str, fold: int | None, lexical_weight: float) -
                 })  # fmt: skip
             say(f"{doc['name']}: {len(texts)} questions, {time.perf_counter() - start:.0f}s", "probe")
     return questions
-
-
-def _judge():
-    from adaptive_moe.evaluation.scoring import get_scorer
-
-    return get_scorer("contains")
 
 
 def kept_right(questions: list[dict[str, Any]], weight: float) -> list[bool]:

@@ -238,23 +238,21 @@ class RetrievalExpert(LoRAExpert):
     def lexical_weight(self) -> float:
         """The share of the passages' BM25 score added to their cosine similarity when retrieving (the card's
         ``extra["retrieval"]["lexical_weight"]``; 0, cosine alone, when it names none)."""
-        given = (self.card.extra.get("retrieval") or {}).get("lexical_weight", 0.0)
-        if isinstance(given, bool) or not isinstance(given, (int, float)) or not 0 <= given <= 1:
-            raise CorruptExpertError(
-                f"expert {self.name!r}: its card's retrieval lexical_weight is {given!r}; allowed: a number from 0 to 1"
-            )
-        return float(given)
+        return self._card_weight("lexical_weight", 1)
 
     @property
     def sentence_match_weight(self) -> float:
         """How much :func:`sentence_match` adds to a reading's mean token log-probability when the surest of
         several readings is kept (the card's ``extra["retrieval"]["sentence_match_weight"]``; 0, the surest
         reading alone, when it names none)."""
-        given = (self.card.extra.get("retrieval") or {}).get("sentence_match_weight", 0.0)
-        if isinstance(given, bool) or not isinstance(given, (int, float)) or not 0 <= given <= 10:
+        return self._card_weight("sentence_match_weight", 10)
+
+    def _card_weight(self, key: str, most: float) -> float:
+        """The card's ``extra["retrieval"][key]`` (0 when it names none), a number from 0 to ``most``."""
+        given = (self.card.extra.get("retrieval") or {}).get(key, 0.0)
+        if isinstance(given, bool) or not isinstance(given, (int, float)) or not 0 <= given <= most:
             raise CorruptExpertError(
-                f"expert {self.name!r}: its card's retrieval sentence_match_weight is {given!r}; "
-                "allowed: a number from 0 to 10"
+                f"expert {self.name!r}: its card's retrieval {key} is {given!r}; allowed: a number from 0 to {most}"
             )
         return float(given)
 
