@@ -190,7 +190,9 @@ def create_expert(
         extra = {"retrieval": {"top_k": cfg.retrieval_top_k, "passages": len(index.passages), "reader": cfg.reader,
                                "quote": cfg.retrieval_quote, "readings": list(cfg.retrieval_readings),
                                "lexical_weight": cfg.retrieval_lexical_weight,
-                               "sentence_match_weight": cfg.retrieval_sentence_match_weight}}  # fmt: skip
+                               "sentence_match_weight": cfg.retrieval_sentence_match_weight,
+                               "rerank_weight": cfg.retrieval_rerank_weight,
+                               "rerank_candidates": cfg.retrieval_rerank_candidates}}  # fmt: skip
         data.stats.update(passages=len(index.passages), check_questions=len(data.heldout))
     if not data.heldout:
         raise InvalidInputError(

@@ -4,7 +4,8 @@ The expert folder is a plain PEFT adapter folder plus two files: ``passages.json
 source file and line span) and ``passages.safetensors`` (their MiniLM embeddings). At answer time the
 expert embeds the question, takes its ``top_k`` nearest passages (by cosine similarity, plus, when its card
 names a ``lexical_weight``, that share of the passages' BM25 score for the question's words:
-:meth:`PassageIndex.search`), puts them in front of the question
+:meth:`PassageIndex.search`; when it names a ``rerank_weight``, the nearest few ordered again by how likely
+the base model finds the question after each: :func:`rerank`), puts them in front of the question
 (:func:`context_prompt`: the same format its LoRA was trained on) and answers; each answer's signals
 carry the passages as :attr:`~adaptive_moe.model.generation.GenerationSignals.citations` (source, lines,
 score, text), which the facade puts in ``MoEOutput.attribution``.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from ..config import GenerationConfig
 from ..documents import Passage, split_sentences
 from ..errors import CorruptExpertError, InvalidInputError, ModelBusyError
 from ..model.generation import Prompt, current_streamer, normalize_prompts, query_text, replay, streaming
+from ..model.likelihood import continuation_logprobs
 from ..uncertainty.base import MeanTokenLogProb
 from ..utils.io import atomic_write_text
 from .expert import LoRAExpert, register_expert_kind
@@ -37,7 +40,10 @@ __all__ = [
     "RetrievalExpert",
     "best_readings",
     "context_prompt",
+    "question_likelihood",
     "rank_reading",
+    "reorder",
+    "rerank",
     "sentence_match",
     "supported_by",
     "with_context",
@@ -46,6 +52,10 @@ __all__ = [
 INDEX_FILE = "passages.json"
 EMBEDDINGS_FILE = "passages.safetensors"
 DEFAULT_TOP_K = 2
+#: how many passages retrieval hands to :func:`rerank` when the card names none
+DEFAULT_RERANK_CANDIDATES = 6
+#: what the base model reads before a question when :func:`question_likelihood` asks how likely a passage makes it
+QUESTION_PROMPT = "Passage: {passage}\nPlease write a question based on this passage.\nQuestion:"
 #: BM25 parameters of the lexical half of a hybrid search (``bm25s``' defaults, Lucene's variant)
 BM25_K1, BM25_B = 1.5, 0.75
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -111,6 +121,34 @@ def sentence_match(question: str, answer: str, passages: list[str]) -> float:
     return best
 
 
+def question_likelihood(base: Any, question: str, passages: list[str]) -> list[float]:
+    """For each passage, how likely ``base`` finds ``question`` after it: the mean token log-probability of the
+    question after :data:`QUESTION_PROMPT` (the passage, then a request to write a question about it). A
+    passage that could have prompted the question scores high (query likelihood, as in unsupervised passage
+    re-ranking, Sachan et al. 2022); one forward pass per batch of passages, no generation."""
+    if not passages:
+        return []
+    prompts = [QUESTION_PROMPT.format(passage=p) for p in passages]
+    return continuation_logprobs(base, prompts, [" " + question.strip()] * len(passages))
+
+
+def rerank(base: Any, question: str, hits: list[tuple[Passage, float]], weight: float) -> list[tuple[Passage, float]]:
+    """``hits`` (passages with their retrieval scores) ordered again by score plus ``weight`` times
+    :func:`question_likelihood`, best first, each with that sum as its score (ties keep retrieval's order)."""
+    if weight < 0:
+        raise InvalidInputError(f"the re-ranking weight must be 0 or more, got {weight!r}")
+    if not weight or len(hits) < 2:
+        return list(hits)
+    return reorder(hits, question_likelihood(base, question, [p.text for p, _ in hits]), weight)
+
+
+def reorder(hits: list[tuple[Any, float]], likely: list[float], weight: float) -> list[tuple[Any, float]]:
+    """``hits`` ordered by score plus ``weight`` times their ``likely`` value (what :func:`rerank` does once it
+    has the question likelihoods), best first; ties keep the given order."""
+    scored = [(p, s + weight * q) for (p, s), q in zip(hits, likely, strict=True)]
+    return sorted(scored, key=lambda h: -h[1])
+
+
 @dataclass
 class PassageIndex:
     """Passages with unit-length embeddings, searched by cosine similarity, or by cosine similarity plus a share
@@ -120,6 +158,7 @@ class PassageIndex:
     embeddings: np.ndarray  # (n, dim) float32, unit rows
     encoder: str = "minilm"
     _bm25_index: Any = field(default=None, init=False, repr=False, compare=False)
+    _bm25_lock: Any = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     @classmethod
     def build(cls, passages: list[Passage], embedder: Any, encoder: str = "minilm") -> PassageIndex:
@@ -165,15 +204,17 @@ class PassageIndex:
         return np.stack(rows) if rows else np.zeros((0, len(self.passages)), dtype=np.float32)
 
     def _bm25(self) -> Any:
-        """The passages' BM25 index (built on first use from their content words; ``bm25s``)."""
-        if self._bm25_index is None:
-            import bm25s
+        """The passages' BM25 index (built once, on first use, from their content words; ``bm25s``; threads
+        that ask while it is being built wait for it)."""
+        with self._bm25_lock:
+            if self._bm25_index is None:
+                import bm25s
 
-            index = bm25s.BM25(k1=BM25_K1, b=BM25_B)
-            # a passage with no content word gets a token no query word can be, so every passage keeps its row
-            index.index([sorted(_content_words(p.text)) or ["\x00"] for p in self.passages], show_progress=False)
-            self._bm25_index = index
-        return self._bm25_index
+                index = bm25s.BM25(k1=BM25_K1, b=BM25_B)
+                # a passage with no content word gets a token no query word can be, so every passage keeps its row
+                index.index([sorted(_content_words(p.text)) or ["\x00"] for p in self.passages], show_progress=False)
+                self._bm25_index = index
+            return self._bm25_index
 
     def save(self, folder: str | Path) -> None:
         """Write ``passages.json`` and ``passages.safetensors`` into ``folder``."""
@@ -213,7 +254,8 @@ class RetrievalExpert(LoRAExpert):
     """A :class:`LoRAExpert` that answers from the ``top_k`` passages of its documents nearest to the
     question, and cites them (see the module docstring). ``top_k`` comes from the card's
     ``extra["retrieval"]["top_k"]`` (default 2), the share of a lexical score in retrieval from its
-    ``lexical_weight`` (default 0); with ``extra["retrieval"]["quote"]`` its answers may only
+    ``lexical_weight`` (default 0), the re-ranking of its nearest passages from its ``rerank_weight`` (default
+    0: none) and ``rerank_candidates`` (default 6); with ``extra["retrieval"]["quote"]`` its answers may only
     quote those passages (:class:`~adaptive_moe.model.constraints.QuoteConstraint`)."""
 
     kind = "retrieval"
@@ -246,6 +288,23 @@ class RetrievalExpert(LoRAExpert):
         several readings is kept (the card's ``extra["retrieval"]["sentence_match_weight"]``; 0, the surest
         reading alone, when it names none)."""
         return self._card_weight("sentence_match_weight", 10)
+
+    @property
+    def rerank_weight(self) -> float:
+        """How much :func:`question_likelihood` adds to a passage's retrieval score when the nearest
+        :attr:`rerank_candidates` passages are ordered again by the base model (the card's
+        ``extra["retrieval"]["rerank_weight"]``; 0, retrieval's order, when it names none)."""
+        return self._card_weight("rerank_weight", 10)
+
+    @property
+    def rerank_candidates(self) -> int:
+        """How many of the nearest passages :func:`rerank` orders again (the card's
+        ``extra["retrieval"]["rerank_candidates"]``, default :data:`DEFAULT_RERANK_CANDIDATES`)."""
+        given = (self.card.extra.get("retrieval") or {}).get("rerank_candidates", DEFAULT_RERANK_CANDIDATES)
+        if isinstance(given, bool) or not isinstance(given, int) or not 1 <= given <= 50:
+            raise CorruptExpertError(f"expert {self.name!r}: its card's retrieval rerank_candidates is {given!r}; "
+                                     "allowed: a whole number from 1 to 50")  # fmt: skip
+        return given
 
     def _card_weight(self, key: str, most: float) -> float:
         """The card's ``extra["retrieval"][key]`` (0 when it names none), a number from 0 to ``most``."""
@@ -281,11 +340,19 @@ class RetrievalExpert(LoRAExpert):
 
     def retrieve(self, questions: list[str], k: int | None = None) -> list[list[tuple[Passage, float]]]:
         """The ``k`` (default ``top_k``) passages for each question, best first, with their scores (cosine
-        similarity, plus :attr:`lexical_weight` times their share of the best BM25 score)."""
-        questions = list(questions)
-        hits = self.index.search(np.asarray(self.embedder.encode(questions)), k or self.top_k, questions,
-                                 self.lexical_weight)  # fmt: skip
-        return [[(self.index.passages[i], s) for i, s in row] for row in hits]
+        similarity, plus :attr:`lexical_weight` times their share of the best BM25 score). With a
+        :attr:`rerank_weight` and the expert loaded, the nearest :attr:`rerank_candidates` are first ordered
+        again by :func:`rerank` (the score then includes the weighted question likelihood); an expert not
+        loaded keeps retrieval's order."""
+        questions, k = list(questions), k or self.top_k
+        weight, candidates = self.rerank_weight, self.rerank_candidates  # both checked, loaded or not
+        weight = weight if self.base is not None else 0.0
+        wanted = max(k, candidates) if weight else k
+        hits = self.index.search(np.asarray(self.embedder.encode(questions)), wanted, questions, self.lexical_weight)
+        rows = [[(self.index.passages[i], s) for i, s in row] for row in hits]
+        if weight:
+            rows = [rerank(self.base, q, row, weight) for q, row in zip(questions, rows, strict=True)]
+        return [row[:k] for row in rows]
 
     def format_prompt(self, prompt: Prompt) -> Prompt:
         """The prompt with this expert's passages for it in front of the question."""

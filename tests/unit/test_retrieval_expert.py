@@ -5,8 +5,12 @@ citations from the expert through the facade's attribution; created by the pipel
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -19,15 +23,19 @@ from adaptive_moe.errors import ConfigError, CorruptExpertError, InvalidInputErr
 from adaptive_moe.experts import ExpertPool, ExpertRegistry, PassageIndex, RetrievalExpert
 from adaptive_moe.experts.retrieval import (
     INDEX_FILE,
+    QUESTION_PROMPT,
     best_readings,
     context_prompt,
+    question_likelihood,
     rank_reading,
+    rerank,
     sentence_match,
     supported_by,
     with_context,
 )
 from adaptive_moe.model import encoders
 from adaptive_moe.model.constraints import normalise_quote
+from adaptive_moe.model.likelihood import continuation_logprobs
 from adaptive_moe.testing import make_random_adapter
 
 DOC = """# Widget W-3 manual
@@ -124,6 +132,28 @@ def test_a_hybrid_search_lifts_the_passage_that_shares_the_question_s_rare_word(
         index.search(query, 2, question * 2, lexical_weight=0.15)
     with pytest.raises(ConfigError, match="retrieval_lexical_weight"):
         AdaptiveMoEConfig().replace(**{"creation.retrieval_lexical_weight": 1.5})
+
+
+def test_threads_that_search_a_fresh_index_at_once_build_its_bm25_index_once(monkeypatch):
+    import bm25s
+
+    built, real = [], bm25s.BM25.index
+
+    def slow_index(self, *args, **kwargs):  # a build long enough for every thread to arrive during it
+        built.append(1)
+        time.sleep(0.3)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(bm25s.BM25, "index", slow_index)
+    index, start = _index(), threading.Barrier(4)
+
+    def search(_):
+        start.wait()
+        return index.lexical_scores(["widget weight", "filter water"]).tolist()
+
+    with ThreadPoolExecutor(4) as threads:
+        results = list(threads.map(search, range(4)))
+    assert len(built) == 1 and all(r == results[0] for r in results)
 
 
 def test_an_expert_retrieves_with_the_lexical_weight_its_card_names(base, tmp_path):
@@ -362,7 +392,68 @@ def test_create_expert_with_the_retrieval_method(base, tmp_path):
             "readings": [1, 2, 3],
             "lexical_weight": cfg.creation.retrieval_lexical_weight,
             "sentence_match_weight": cfg.creation.retrieval_sentence_match_weight,
+            "rerank_weight": cfg.creation.retrieval_rerank_weight,
+            "rerank_candidates": cfg.creation.retrieval_rerank_candidates,
         }
         assert (moe.experts.path_of("guild") / INDEX_FILE).is_file()
         out = moe.generate("Who founded the Tidewater Guild?", experts=["guild"])
         assert out.attribution.citations and out.attribution.citations[0]["source"] == "text[0]"
+
+
+def test_rerank_orders_passages_by_score_plus_weighted_question_likelihood(base):
+    index = _index()
+    question = "What colour is the Widget W-3?"
+    hits = [(p, 0.1 * n) for n, p in enumerate(index.passages)]  # retrieval put the last passage first
+    likely = question_likelihood(base, question, [p.text for p, _ in hits])
+    prompts = [QUESTION_PROMPT.format(passage=p.text) for p, _ in hits]
+    assert likely == pytest.approx(continuation_logprobs(base, prompts, [" " + question] * len(hits)))
+    assert rerank(base, question, hits, 0.0) == hits  # weight 0: retrieval's order, no forward pass
+    for weight in (0.5, 10.0):
+        got = rerank(base, question, hits, weight)
+        want = sorted(((p, s + weight * q) for (p, s), q in zip(hits, likely, strict=True)), key=lambda h: -h[1])
+        assert [p for p, _ in got] == [p for p, _ in want]
+        assert [s for _, s in got] == pytest.approx([s for _, s in want])
+        assert all(a[1] >= b[1] for a, b in itertools.pairwise(got))
+    order = sorted(range(len(hits)), key=lambda i: -likely[i])
+    assert [p for p, _ in rerank(base, question, hits, 1e6)] == [hits[i][0] for i in order]  # likelihood decides
+    assert question_likelihood(base, question, []) == [] and rerank(base, question, hits[:1], 5.0) == hits[:1]
+    with pytest.raises(InvalidInputError, match="re-ranking weight must be 0 or more"):
+        rerank(base, question, hits, -1.0)
+
+
+def test_an_expert_reranks_its_nearest_passages_when_its_card_says(base, tmp_path):
+    src = make_random_adapter(base.model, tmp_path / "src", seed=11)
+    _index().save(src)
+    registry = ExpertRegistry(tmp_path / "reg")
+    extra = {"top_k": 1, "readings": [1], "rerank_weight": 10.0, "rerank_candidates": 3}
+    registry.import_adapter(src, "ranked", domain="the W-3", base=base, kind="retrieval", extra={"retrieval": extra})
+    registry.import_adapter(src, "plain", domain="the W-3", base=base, kind="retrieval",
+                            extra={"retrieval": {"top_k": 1, "readings": [1]}})  # fmt: skip
+    questions = ["What colour is the widget?", "Who makes the W-3 and where?"]
+    pool = ExpertPool(base, registry, capacity=2)
+    with pool.acquire(["ranked", "plain"]) as [ranked, plain]:
+        assert (ranked.rerank_weight, ranked.rerank_candidates) == (10.0, 3)
+        assert (plain.rerank_weight, plain.rerank_candidates) == (0.0, 6)  # an older card: retrieval's order
+        nearest = ranked.index.search(np.asarray(ranked.embedder.encode(questions)), 3, questions, 0.0)
+        hits = [[(ranked.index.passages[i], s) for i, s in row] for row in nearest]
+        want = [rerank(base, q, row, 10.0)[0] for q, row in zip(questions, hits, strict=True)]
+        got = ranked.retrieve(questions)
+        assert [row[0][0] for row in got] == [p for p, _ in want] and len(got[0]) == 1
+        assert [row[0][1] for row in got] == pytest.approx([s for _, s in want])
+        assert [row[0][0] for row in plain.retrieve(questions)] == [row[0][0] for row in hits]
+        outs = ranked.generate(questions, max_new_tokens=3)
+        assert [o.citations[0]["text"] for o in outs] == [p.body for p, _ in want]
+    pool.clear()
+    assert ranked.base is None  # out of the pool: no model to re-rank with, retrieval's order
+    assert [row[0][0] for row in ranked.retrieve(questions)] == [row[0][0] for row in hits]
+    for n, bad in enumerate(({"rerank_weight": -0.1}, {"rerank_weight": "yes"}, {"rerank_candidates": 0},
+                             {"rerank_candidates": 2.5}, {"rerank_candidates": True},
+                             {"rerank_weight": 0.0, "rerank_candidates": 51})):  # checked when off too  # fmt: skip
+        registry.import_adapter(src, f"bad{n}", domain="the W-3", base=base, kind="retrieval",
+                                extra={"retrieval": {"top_k": 1, "rerank_weight": 1.0, **bad}})  # fmt: skip
+        with pool.acquire([f"bad{n}"]) as [broken], pytest.raises(CorruptExpertError, match="rerank"):
+            broken.retrieve(questions)
+        pool.clear()
+    for key, value in (("creation.retrieval_rerank_weight", -1), ("creation.retrieval_rerank_candidates", 0)):
+        with pytest.raises(ConfigError, match=key.split(".")[1]):
+            AdaptiveMoEConfig().replace(**{key: value})
