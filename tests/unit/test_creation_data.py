@@ -1089,3 +1089,17 @@ def test_sha256_covers_text_and_settings(tidewater):
     assert len(tidewater.sha256) == 64
     assert build_training_data(TIDEWATER, restatements=2).sha256 != tidewater.sha256
     assert build_training_data(TIDEWATER + "\nThe bell is named Old Tom.").sha256 != tidewater.sha256
+
+
+def test_the_hand_written_english_rules_stay_in_small_modules_over_their_word_lists():
+    """The rule-based extractor is word lists (``data/qa_patterns.json``) plus modules under 600 lines each."""
+    from pathlib import Path
+
+    import adaptive_moe.creation as creation
+
+    modules = sorted(Path(creation.__file__).parent.glob("qa_*.py"))
+    assert len(modules) >= 2
+    sizes = {m.name: len(m.read_text("utf-8").splitlines()) for m in modules}
+    assert all(n < 600 for n in sizes.values()), sizes
+    lexicon = json.loads((Path(creation.__file__).parents[1] / "data" / "qa_patterns.json").read_text("utf-8"))
+    assert len(lexicon["regular_verbs"]) > 100 and len(lexicon["occupations"]) > 20
