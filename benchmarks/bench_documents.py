@@ -52,6 +52,7 @@ import torch
 from adaptive_moe import AdaptiveMoE, AdaptiveMoEConfig, AdaptiveMoEError
 from adaptive_moe.creation import general_knowledge_questions
 from adaptive_moe.creation import reader as reader_module
+from adaptive_moe.creation.augment import augmented_training_data
 from adaptive_moe.creation.data import build_training_data
 from adaptive_moe.evaluation.scoring import get_scorer
 from adaptive_moe.routing import Query
@@ -68,6 +69,8 @@ APPROACHES: dict[str, dict[str, Any]] = {
     # a passage index + the base's shared reader (shipped for the embedded model): creation trains nothing
     "retrieval": {"creation.method": "retrieval", "creation.reader": "shared"},
     # the same, and the answer may only quote the passages read (constrained decoding)
+    # documents learnt by heart with no parse: restatements, cloze items, questions in place (creation/augment.py)
+    "augment": {"creation.method": "augment"},
     "retrieval_quote": {"creation.method": "retrieval", "creation.reader": "shared", "creation.retrieval_quote": True},
     # a passage index + a LoRA trained on the document's rule-made questions shown with their passages (RAFT)
     "retrieval_document": {
@@ -158,8 +161,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     say(f"  refused: {e}", "documents")
                 seconds = time.perf_counter() - t
                 try:
-                    data = build_training_data([str(doc["path"])], restatements=cfg.creation.restatements,
-                                               heldout_fraction=cfg.creation.heldout_fraction)  # fmt: skip
+                    make = augmented_training_data if cfg.creation.method == "augment" else build_training_data
+                    data = make([str(doc["path"])], restatements=cfg.creation.restatements,
+                                heldout_fraction=cfg.creation.heldout_fraction)  # fmt: skip
                     trained = [a for _, a in data.qa_pairs] + [a for _, golds in data.heldout for a in golds]
                 except AdaptiveMoEError:
                     trained = []

@@ -104,6 +104,9 @@ def main(argv=None) -> int:
         "so the other fold can measure it (see training_fold)",
     )
     parser.add_argument("--targets", default=READER_LORA.target_modules, help="the reader's LoRA target modules")
+    parser.add_argument("--rank", type=int, default=READER_LORA.r, help="the reader's LoRA rank")
+    parser.add_argument("--alpha", type=int, default=None, help="the LoRA scaling numerator (default: twice the rank)")
+    parser.add_argument("--lr", type=float, default=READER_LORA.learning_rate, help="the learning rate")
     parser.add_argument("--target", default=str(EMBEDDED_READER_DIR), help="where the shipped reader is written")
     add_run_arguments(parser)
     args = parser.parse_args(argv)
@@ -117,7 +120,8 @@ def main(argv=None) -> int:
         only = None if args.fold is None else training_fold(split, args.fold)
         examples += corpus_examples(split, shown, args.repeats, seed=0, only=only, lexical_weight=args.lexical_weight)
     random.Random(0).shuffle(examples)
-    lora = READER_LORA.replace(target_modules=args.targets)
+    lora = READER_LORA.replace(target_modules=args.targets, r=args.rank, alpha=args.alpha or 2 * args.rank,
+                               learning_rate=args.lr)  # fmt: skip
     steps = args.steps or -(-len(examples) // lora.batch_size)  # one pass: two read worse (0.68 against 0.83)
     base = load_base_model(device="cpu")
     note = {"data": f"{args.synthetic} invented-entity examples + {'/'.join(splits)} reader questions x{args.repeats}"

@@ -152,6 +152,17 @@ def create_expert(
         if questions is None:
             raise InvalidInputError("create_expert needs documents or question-answer pairs")
         data = _user_questions_data(questions, heldout_questions)
+    elif cfg.method == "augment":
+        from .augment import augmented_training_data
+
+        _check_size(documents, cfg.max_document_chars)
+        data = augmented_training_data(
+            documents,
+            questions=questions,
+            heldout_questions=heldout_questions,
+            restatements=cfg.restatements,
+            heldout_fraction=cfg.heldout_fraction,
+        )
     else:
         _check_size(documents, cfg.max_document_chars)
         shared_reader = cfg.method == "retrieval" and cfg.reader == "shared"
@@ -272,6 +283,8 @@ def create_expert(
     training_questions = [q for q, _ in data.qa_pairs] + [q for q, _ in generated] or [domain or name]
     if index is not None:  # the matcher learns the domain from every passage too, not only from questions
         training_questions += [p.text for p in index.passages]
+    elif cfg.method == "augment" and documents is not None:  # and from the passages and sentences learnt
+        training_questions += data.documents
     report = evaluate_candidate(moe, name, adapter, data.heldout, training_questions=training_questions,
                                 general=general, forced_general=cfg.forced_general_questions,
                                 domain_scorer=_check_scorer(cfg, reader is not None), progress=progress,
