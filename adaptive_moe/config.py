@@ -491,6 +491,11 @@ class CreationConfig(_Section):
     max_document_chars: int = _f(
         1_000_000, help="most characters of documents one expert is created from (more is refused at once)", ge=1
     )
+    languages: list[str] = _f(
+        help="languages the documents may be written in (wordfreq codes such as 'en', 'fr'; [] accepts any): a "
+        "document whose words read as another language (by their frequencies in each) is refused before any work",
+        factory=lambda: ["en"],
+    )
     check_questions: int = _f(
         24, help="most questions that check a 'retrieval' expert with a shared reader before admission", ge=1
     )
@@ -529,6 +534,12 @@ class CreationConfig(_Section):
         readings = self.retrieval_readings
         if any(not 1 <= k <= 10 for k in readings) or len(set(readings)) != len(readings):
             return [f"retrieval_readings: {readings!r}; allowed: distinct numbers of passages from 1 to 10, or []"]
+        from wordfreq import available_languages
+
+        known = available_languages()
+        unknown = [code for code in self.languages if code not in known]
+        if unknown:
+            return [f"languages: {unknown!r} unknown; allowed: wordfreq codes ({', '.join(sorted(known))}), or []"]
         return []
 
 

@@ -155,7 +155,7 @@ def create_expert(
     elif cfg.method == "augment":
         from .augment import augmented_training_data
 
-        _check_size(documents, cfg.max_document_chars)
+        _check_documents(documents, cfg)
         data = augmented_training_data(
             documents,
             questions=questions,
@@ -164,7 +164,7 @@ def create_expert(
             heldout_fraction=cfg.heldout_fraction,
         )
     else:
-        _check_size(documents, cfg.max_document_chars)
+        _check_documents(documents, cfg)
         shared_reader = cfg.method == "retrieval" and cfg.reader == "shared"
         data = build_training_data(documents, questions=questions, heldout_questions=heldout_questions,
                                    restatements=cfg.restatements, heldout_fraction=cfg.heldout_fraction,
@@ -315,6 +315,15 @@ def create_expert(
     return CreationResult(name=name, admitted=report.admitted, metrics=report.metrics(), reasons=report.reasons,
                           timings=timings, data=dict(data.stats), report=report, card=card, resolved_gaps=resolved,
                           resumed=resumed)  # fmt: skip
+
+
+def _check_documents(documents: Any, cfg) -> None:
+    """Refuse, before any work, documents longer than ``creation.max_document_chars`` in all or in a language
+    not in ``creation.languages``."""
+    from ..documents.language import check_languages
+
+    _check_size(documents, cfg.max_document_chars)
+    check_languages(documents, cfg.languages)
 
 
 def _check_size(documents: Any, limit: int) -> None:
