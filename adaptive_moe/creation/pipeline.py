@@ -320,22 +320,18 @@ def create_expert(
 def _check_documents(documents: Any, cfg) -> None:
     """Refuse, before any work, documents longer than ``creation.max_document_chars`` in all or in a language
     not in ``creation.languages``."""
-    from ..documents.language import check_languages
-
-    _check_size(documents, cfg.max_document_chars)
-    check_languages(documents, cfg.languages)
-
-
-def _check_size(documents: Any, limit: int) -> None:
-    """Refuse documents longer than ``limit`` characters in all, before any work."""
     from ..documents import load_documents
+    from ..documents.language import check_language
 
-    total = sum(source.chars for source, _, _ in load_documents(documents))
+    loaded = load_documents(documents)  # read once for both checks
+    total, limit = sum(source.chars for source, _, _ in loaded), cfg.max_document_chars
     if total > limit:
         raise InvalidInputError(
             f"the documents hold {total:,} characters, more than creation.max_document_chars={limit:,}; "
             "split them into several experts or raise the limit"
         )
+    for source, text, _ in loaded:
+        check_language(source.name, text, cfg.languages)
 
 
 def _check_scorer(cfg, shared_reader: bool) -> str:

@@ -17,7 +17,14 @@ from typing import Any
 
 from ..errors import InvalidInputError
 
-__all__ = ["COMPARED_LANGUAGES", "MIN_WORDS", "check_languages", "language_scores", "reading_language"]
+__all__ = [
+    "COMPARED_LANGUAGES",
+    "MIN_WORDS",
+    "check_language",
+    "check_languages",
+    "language_scores",
+    "reading_language",
+]
 
 #: the languages a document is compared against besides the allowed ones (common languages in Latin script,
 #: which share words with English; a language in another script scores low in all of them)
@@ -67,25 +74,26 @@ def check_languages(documents: Any, allowed: Sequence[str]) -> None:
     Raises:
         InvalidInputError: naming the document, the language it reads as, and the setting that allows it.
     """
-    if not allowed:
-        return
     from .reading import load_documents
 
-    for source, text, _ in load_documents(documents):
+    for source, text, _ in load_documents(documents) if allowed else []:
+        check_language(source.name, text, allowed)
+
+
+def check_language(name: str, text: str, allowed: Sequence[str]) -> None:
+    """Refuse document ``name`` (its ``text``) unless it reads as one of the ``allowed`` languages ([]: any).
+
+    Raises:
+        InvalidInputError: as :func:`check_languages`.
+    """
+    if allowed:
         lang, scores = reading_language(text, allowed)
         if lang in allowed:
-            continue
+            return
         told = f"reads as {lang!r}" if lang else f"reads as none of {list(allowed)}"
         detail = ", ".join(f"{k} {v:.1f}" for k, v in sorted(scores.items(), key=lambda kv: -kv[1])[:3])
         raise InvalidInputError(
-            f"document {source.name!r} {told} (mean word frequency {detail}); creation.languages is "
+            f"document {name!r} {told} (mean word frequency {detail}); creation.languages is "
             f"{list(allowed)}: the base and its reader were made for those. Translate it, or add its language "
             "to creation.languages (a wordfreq code; [] accepts any) if the base reads it"
         )
-
-
-def known_language(code: str) -> bool:
-    """Whether ``wordfreq`` has word frequencies for language ``code``."""
-    from wordfreq import available_languages
-
-    return code in available_languages()
