@@ -21,8 +21,9 @@ and after. Reported per document:
 
 and for the general questions: right before, right after, lost, and the share sent to any expert.
 
-    python benchmarks/bench_documents.py --split test                 # the report (about 8 min on 2 cores)
+    python benchmarks/bench_documents.py --split test                 # the report (about 13 min on 2 cores)
     python benchmarks/bench_documents.py --split test --approach rules  # rule-made experts (about 25 min)
+    python benchmarks/bench_documents.py --split test --approach generated  # + questions by the base (12 min)
     python benchmarks/bench_documents.py --split dev --docs 2         # a quick development look
     python benchmarks/fit_embedded_reader.py --splits train --steps 300 --target /tmp/reader_train
     python benchmarks/bench_documents.py --split dev --reader /tmp/reader_train  # dev, held out from the reader
@@ -69,9 +70,12 @@ APPROACHES: dict[str, dict[str, Any]] = {
     # a passage index + the base's shared reader (shipped for the embedded model): creation trains nothing
     "retrieval": {"creation.method": "retrieval", "creation.reader": "shared"},
     # the same, and the answer may only quote the passages read (constrained decoding)
+    "retrieval_quote": {"creation.method": "retrieval", "creation.reader": "shared", "creation.retrieval_quote": True},
+    # the default, and questions written by the base itself (one per passage, kept when the answer is in the
+    # passage and not in the question) check the expert and teach the router its domain
+    "generated": {"creation.method": "retrieval", "creation.reader": "shared", "creation.question_model": "base"},
     # documents learnt by heart with no parse: restatements, cloze items, questions in place (creation/augment.py)
     "augment": {"creation.method": "augment"},
-    "retrieval_quote": {"creation.method": "retrieval", "creation.reader": "shared", "creation.retrieval_quote": True},
     # a passage index + a LoRA trained on the document's rule-made questions shown with their passages (RAFT)
     "retrieval_document": {
         "creation.method": "retrieval",

@@ -32,9 +32,11 @@ from benchmarks.common import add_run_arguments, command_line, machine_info, say
 READINGS = (1, 2, 3)
 
 
-def read_all(reader: str, split: str, fold: int | None, lexical_weight: float) -> list[dict[str, Any]]:
+def read_all(reader: str, split: str, fold: int | None, lexical_weight: float,
+             quote: bool = False) -> list[dict[str, Any]]:  # fmt: skip
     """Each reader question of ``split`` (of ``fold``'s documents) read with its nearest 1, 2 and 3 passages:
-    per question, the passages shown and each reading's answer, sureness and whether it is right."""
+    per question, the passages shown and each reading's answer, sureness and whether it is right. With
+    ``quote``, each answer may only quote the passages its reading showed (``creation.retrieval_quote``)."""
     import torch
     from peft import PeftModel
 
@@ -60,7 +62,9 @@ def read_all(reader: str, split: str, fold: int | None, lexical_weight: float) -
             texts = [q for q, _ in doc["questions"]]
             shown = retrieved_passages(doc, max(READINGS), embedder, lexical_weight)  # ranked as the expert ranks
             prompts = [context_prompt(q, s[:k]) for q, s in zip(texts, shown, strict=True) for k in READINGS]
-            answers = generate_with_signals(base, prompts, GenerationConfig(max_new_tokens=48, batch_size=4))
+            quotes = [s[:k] for s in shown for k in READINGS] if quote else None
+            answers = generate_with_signals(base, prompts, GenerationConfig(max_new_tokens=48, batch_size=4),
+                                            quotes=quotes)  # fmt: skip
             for n, ((question, golds), passages) in enumerate(zip(doc["questions"], shown, strict=True)):
                 mine = answers[n * len(READINGS) : (n + 1) * len(READINGS)]
                 questions.append({
@@ -98,6 +102,7 @@ def main(argv=None) -> int:
     parser.add_argument("--fold", type=int, choices=(0, 1), default=None, help="the split's fold measured")
     parser.add_argument("--weights", default="0,0.5,1,2,3", help="sentence-match weights, comma-separated")
     parser.add_argument("--lexical-weight", type=float, default=0.15, help="retrieval's lexical weight (0.15)")
+    parser.add_argument("--quote", action="store_true", help="answers may only quote the passages shown")
     parser.add_argument("--name", default="reading_choice", help="results file name (reading_choice)")
     parser.add_argument(
         "--rescore", type=Path, default=None, help="choose again among an earlier run's answers (its JSON)"
@@ -120,10 +125,10 @@ def main(argv=None) -> int:
         earlier = json.loads(args.rescore.read_text())
         questions, run = earlier["rows"], {k: earlier[k] for k in ("machine", "command", "settings", "elapsed_s")}
     else:
-        questions = read_all(args.reader, args.split, args.fold, args.lexical_weight)
+        questions = read_all(args.reader, args.split, args.fold, args.lexical_weight, args.quote)
         run = {"machine": machine_info(args.threads), "command": command_line(__file__, argv),
                "settings": {"reader": args.reader, "split": args.split, "fold": args.fold,
-                            "readings": list(READINGS), "lexical_weight": args.lexical_weight},
+                            "readings": list(READINGS), "lexical_weight": args.lexical_weight, "quote": args.quote},
                "elapsed_s": time.perf_counter() - start}  # fmt: skip
     kept = {w: kept_right(questions, w) for w in weights}
     surest = kept_right(questions, 0.0)
@@ -145,7 +150,8 @@ def main(argv=None) -> int:
         "",
         f"`{result['command']}` on {result['machine']['date']}, {result['machine']['cpus']} CPUs; "
         f"{result['elapsed_s'] / 60:.1f} min. {n} reader questions of {scope}, read by a reader not fitted on "
-        f"them with their nearest {', '.join(map(str, READINGS))} passages. Kept: the backed reading with the "
+        f"them with their nearest {', '.join(map(str, READINGS))} passages"
+        f"{' (answers may only quote them)' if settings.get('quote') else ''}. Kept: the backed reading with the "
         "highest mean token log-probability plus the weight times its sentence match.",
         "",
         "| kept reading | right | share | against the surest alone: turned right / wrong |",

@@ -53,3 +53,16 @@ def test_bench_documents_takes_config_changes_as_key_value_pairs():
     assert changes["creation.reader"] == "shared"  # not JSON: kept as text
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         config_changes(["creation.reader"])
+
+
+def test_every_benchmark_approach_is_a_valid_config():
+    """Each ``--approach`` of ``bench_documents.py`` is a set of config changes the library accepts (a typo in a
+    key or a value out of range would be a ``ConfigError`` only when the long run starts)."""
+    from adaptive_moe import AdaptiveMoEConfig
+    from benchmarks.bench_documents import APPROACHES
+
+    assert {"rules", "retrieval", "augment", "generated"} <= set(APPROACHES)
+    for name, changes in APPROACHES.items():
+        cfg = AdaptiveMoEConfig().replace(**changes)
+        assert cfg.creation.method == changes["creation.method"], name
+    assert AdaptiveMoEConfig().replace(**APPROACHES["generated"]).creation.question_model == "base"
