@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from adaptive_moe.model.constraints import normalise_quote
 from benchmarks import probe_reading_choice as probe
 from benchmarks.bench_documents import load_corpus
 from benchmarks.common import RESULTS
@@ -56,3 +57,17 @@ def test_the_test_split_a_missing_reader_and_bad_weights_are_refused():
     for weights in ("-1", "0,lots", "11"):
         with pytest.raises(SystemExit):
             probe.main(["--rescore", str(RUN), "--weights", weights])
+
+
+def test_a_quoted_run_is_chosen_again_the_same_and_says_its_answers_quote(tmp_path, capsys):
+    run = json.loads((RESULTS / "reading_choice_quote.json").read_text())
+    assert run["settings"]["quote"] is True
+    args = ["--rescore", str(RESULTS / "reading_choice_quote.json"), "--weights", ",".join(run["kept_right"])]
+    assert probe.main([*args, "--name", "again", "--out", str(tmp_path)]) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["kept_right"] == run["kept_right"] and again["settings"]["quote"] is True
+    assert "passages (answers may only quote them)" in capsys.readouterr().out
+    for row in run["rows"]:  # every quoted answer is a piece of one passage its reading showed (case aside)
+        for k, answer in enumerate(row["answers"], start=1):
+            quoted = normalise_quote(answer).rstrip(" .,;:!?")
+            assert any(quoted in normalise_quote(p) for p in row["passages"][:k]), (row["question"], answer)
