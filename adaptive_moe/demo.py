@@ -8,7 +8,8 @@ domain to an admitted expert that answers it.
    document (training data -> LoRA -> evaluation -> admission) and its admission metrics are shown;
 4. the same questions again, worded unlike the document: routed to the new expert, answered, with
    attribution; the general questions still go to the base;
-5. a table (question, route, confidence, answer, correct) and where the results were saved.
+5. a table (question, route, the base's and the answering expert's confidence, answer, correct) and where the
+   results were saved.
 
 ``adaptive-moe demo`` (``make demo``) runs it; :func:`run_demo` is the library call.
 """
@@ -57,10 +58,11 @@ class DemoRow:
     kind: str  # "general" or "domain"
     question: str
     route: str
-    confidence: float | None
+    confidence: float | None  # the base's: below the router's threshold, the question goes to an expert
     answer: str
     correct: bool
     experts: list[tuple[str, float]] = field(default_factory=list)
+    expert_confidence: float | None = None  # the answering expert's, when one answered
 
 
 @dataclass
@@ -108,8 +110,8 @@ def run_demo(
 
     def ask(stage: str, kind: str, qa: list[tuple[str, list[str]]]) -> list[DemoRow]:
         outs = moe.generate([q for q, _ in qa])
-        new = [DemoRow(stage, kind, q, o.route, o.confidence, o.text, bool(judge.score(o.text, golds)), o.experts)
-               for (q, golds), o in zip(qa, outs, strict=True)]  # fmt: skip
+        new = [DemoRow(stage, kind, q, o.route, o.confidence, o.text, bool(judge.score(o.text, golds)), o.experts,
+                       o.expert_confidence) for (q, golds), o in zip(qa, outs, strict=True)]  # fmt: skip
         rows.extend(new)
         return new
 
@@ -172,15 +174,20 @@ def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _conf(value: float | None, blank: str = "  -  ") -> str:
+    return blank if value is None else f"{value:5.2f}"
+
+
 def format_table(rows: list[DemoRow], attribution: bool = False, width: int = 58) -> str:
-    """A plain-text table: question, route, confidence, answer, correct."""
-    head = f"   {'question':<{width}}  {'route':<7} {'conf':>5}  ok  answer"
+    """A plain-text table: question, route, the base's confidence (what routed it), the answering expert's
+    confidence (when one answered), correct, answer."""
+    head = f"   {'question':<{width}}  {'route':<7} {'base':>5} {'exprt':>5}  ok  answer"
     lines = [head, "   " + "-" * (len(head) - 3)]
     for r in rows:
-        conf = "  -  " if r.confidence is None else f"{r.confidence:5.2f}"
         who = f" [{', '.join(n for n, _ in r.experts)}]" if attribution and r.experts else ""
-        lines.append(f"   {_short(r.question, width):<{width}}  {r.route:<7} {conf}  {'✔' if r.correct else '✘'}   "
-                     f"{_short(r.answer, 60)}{who}")  # fmt: skip
+        ok = "✔" if r.correct else "✘"
+        lines.append(f"   {_short(r.question, width):<{width}}  {r.route:<7} {_conf(r.confidence)} "
+                     f"{_conf(r.expert_confidence)}  {ok}   {_short(r.answer, 60)}{who}")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -207,13 +214,14 @@ def write_results(demo: DemoResult, folder: Path) -> list[str]:
     """``demo.json`` (everything) and ``demo.md`` (the tables and the summary), written atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "demo.json", json.dumps(demo.to_dict(), indent=1, default=str))
-    md = ["# adaptive_moe demo", "", "| stage | kind | question | route | confidence | correct | answer |",
-          "|---|---|---|---|---|---|---|"]  # fmt: skip
+    md = ["# adaptive_moe demo", "",
+          "| stage | kind | question | route | base confidence | expert confidence | correct | answer |",
+          "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in demo.rows:
-        conf = "" if r.confidence is None else f"{r.confidence:.2f}"
+        conf, expert = (_conf(c, "").strip() for c in (r.confidence, r.expert_confidence))
         answer = _short(r.answer, 80).replace("|", "\\|")
-        md.append(f"| {r.stage} | {r.kind} | {r.question} | {r.route} | {conf} | {'yes' if r.correct else 'no'} | "
-                  f"{answer} |")  # fmt: skip
+        md.append(f"| {r.stage} | {r.kind} | {r.question} | {r.route} | {conf} | {expert} | "
+                  f"{'yes' if r.correct else 'no'} | {answer} |")  # fmt: skip
     md += ["", "```", format_summary(demo), "```", ""]
     atomic_write_text(folder / "demo.md", "\n".join(md))
     return [str(folder / "demo.json"), str(folder / "demo.md")]

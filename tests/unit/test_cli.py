@@ -99,6 +99,12 @@ def test_demo_command_on_tiny_model(tmp_path, tiny_llama_dir, capsys, monkeypatc
     results = json.loads((tmp_path / "ws" / "demo" / "results" / "demo.json").read_text())
     assert {"before_domain", "after_domain", "before_general", "after_general"} <= set(results["accuracy"])
     assert len(results["rows"]) == 2 * (5 + 25)
+    for row in results["rows"]:  # the base's confidence always; the expert's exactly when an expert answered
+        assert row["confidence"] is None or 0 <= row["confidence"] <= 1
+        assert (row["expert_confidence"] is not None) == bool(row["experts"]), row
+    assert "route    base exprt  ok  answer" in out
+    md = (tmp_path / "ws" / "demo" / "results" / "demo.md").read_text()
+    assert "| route | base confidence | expert confidence | correct | answer |" in md
 
 
 def test_quickstart_example_runs(tiny_llama_dir, capsys):
